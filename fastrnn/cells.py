@@ -1,0 +1,57 @@
+"""What a recurrent cell is: gate count, state count, gate order, saved workspace. No math here.
+
+Every backend and the reference agree on these names and layouts. Tensors are time-major:
+``T`` steps, ``B`` batch, ``H`` hidden units, ``R`` recurrent width (``proj_size`` if the LSTM
+has a projection, else ``H``), ``G`` gates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """Static description of one cell kind.
+
+    Attributes:
+        name: op-level name: ``rnn_tanh``, ``rnn_relu``, ``lstm`` or ``gru``.
+        num_gates: G; ``w_ih`` has ``G*H`` rows, in ``gate_order``.
+        gate_order: torch.nn's row order of the stacked gate weights.
+        has_cell_state: LSTM carries ``c`` besides ``h``.
+        workspace: names of the per-step (T, B, H) slabs the forward saves for backward, in order;
+            the workspace tensor is (T, B, len(workspace) * H), empty when nothing is saved.
+    """
+
+    name: str
+    num_gates: int
+    gate_order: tuple[str, ...]
+    has_cell_state: bool
+    workspace: tuple[str, ...]
+
+    @property
+    def workspace_width(self) -> int:
+        return len(self.workspace)
+
+
+# RNN saves nothing: the derivative of tanh / relu is read off the output h_t itself.
+RNN_TANH = CellSpec("rnn_tanh", 1, ("h",), False, ())
+RNN_RELU = CellSpec("rnn_relu", 1, ("h",), False, ())
+# LSTM saves the activated gates and the new cell state c_t (o * tanh(c_t) is recomputed).
+LSTM = CellSpec("lstm", 4, ("i", "f", "g", "o"), True, ("i", "f", "g", "o", "c"))
+# GRU saves the activated gates and hn = W_hn h_{t-1} + b_hn, which dr needs.
+GRU = CellSpec("gru", 3, ("r", "z", "n"), False, ("r", "z", "n", "hn"))
+
+CELLS: dict[str, CellSpec] = {c.name: c for c in (RNN_TANH, RNN_RELU, LSTM, GRU)}
+
+
+def cell_spec(name: str) -> CellSpec:
+    """Return the spec of cell ``name``; raise ValueError naming the accepted cells otherwise."""
+    try:
+        return CELLS[name]
+    except KeyError:
+        raise ValueError(f"cell must be one of {sorted(CELLS)}, got {name!r}") from None
+
+
+def module_cell_name(mode: str) -> str:
+    """Map torch.nn's ``mode`` ('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU') to the op-level cell name."""
+    return {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}[mode]
