@@ -25,16 +25,15 @@ def recurrence_inputs(cell: str, seq_len: int, batch: int, hidden: int, proj: in
     gen = torch.Generator().manual_seed(seed)
     width = proj if proj else hidden
 
-    def rand(*shape):
-        t = (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale
+    def rand(*shape, spread=scale):
+        t = (torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) * spread
         return t.to(dtype=dtype, device=device).requires_grad_(requires_grad)
 
     def zeros(*shape):
         return torch.zeros(*shape, dtype=dtype, device=device).requires_grad_(requires_grad)
 
     return dict(
-        xg=rand(seq_len, batch, spec.num_gates * hidden) * 2 if not requires_grad else
-        (rand(seq_len, batch, spec.num_gates * hidden).detach() * 2).requires_grad_(),
+        xg=rand(seq_len, batch, spec.num_gates * hidden, spread=2 * scale),
         w_hh=rand(spec.num_gates * hidden, width),
         b_hn=rand(hidden) if (cell == "gru" and bias) else None,
         h0=rand(batch, width) if with_state else zeros(batch, width),
