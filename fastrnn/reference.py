@@ -132,11 +132,13 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
     seq_len, batch, _ = grad_y.shape
     hidden = w_hh.shape[0] // spec.num_gates
     H = hidden
-    empty = grad_y.new_empty(0)
+    def empty():  # a distinct tensor per absent output: custom ops forbid aliased returns
+        return grad_y.new_empty(0)
+
     with torch.no_grad():
         d_xg = grad_y.new_zeros((seq_len, batch, spec.num_gates * hidden))
-        d_hn_gru = grad_y.new_zeros((seq_len, batch, hidden)) if cell == "gru" else empty
-        d_h_proj = grad_y.new_zeros(grad_y.shape) if w_hr is not None else empty
+        d_hn_gru = grad_y.new_zeros((seq_len, batch, hidden)) if cell == "gru" else empty()
+        d_h_proj = grad_y.new_zeros(grad_y.shape) if w_hr is not None else empty()
         dh = grad_hn.clone()
         dc = grad_cn.clone() if cell == "lstm" else None
         cs = workspace[..., 4 * H:5 * H] if cell == "lstm" else None
@@ -176,4 +178,4 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
             dh = _keep(valid, dh_new, dh)
             if dc is not None:
                 dc = _keep(valid, dc_new, dc)
-    return d_xg, d_hn_gru, d_h_proj, dh, (dc if dc is not None else empty)
+    return d_xg, d_hn_gru, d_h_proj, dh, (dc if dc is not None else empty())

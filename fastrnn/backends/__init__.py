@@ -24,14 +24,16 @@ extension) happen inside them, lazily, never at ``import fastrnn``.
                is updated only at steps t < lengths[b]; its state is frozen elsewhere.
       reverse  bool: process t = T-1 .. 0 instead of 0 .. T-1 (the reverse direction of a
                bidirectional layer; with lengths, sequence b effectively starts at lengths[b]-1).
-      need_workspace  bool: False under inference; the workspace may then be empty.
-    Outputs (fresh tensors, never views of inputs; absent ones are ``xg.new_empty(0)``):
+      need_workspace  bool: False under inference; the workspace is then ignored (return empty).
+    Outputs (fresh, distinct tensors, never views of inputs nor of each other; absent ones are ``xg.new_empty(0)``):
       y        (T, B, R) h_t after step t; exactly 0 where t >= lengths[b].
       h_n      (B, R) state after the last valid step (h0 if lengths[b] == 0).
       c_n      (B, H) LSTM cell state likewise, else empty.
       workspace (T, B, W*H) the slabs named in ``CellSpec.workspace`` (W of them, in order),
                saved for backward: LSTM [i, f, g, o, c_t]; GRU [r, z, n, hn = W_hn h + b_hn];
-               RNN nothing (empty). Values at invalid steps are unspecified.
+               RNN nothing (empty). Values at invalid steps (t >= lengths[b]) may be
+               anything FINITE (zeros are simplest; never uninitialised memory): the hoisted
+               GEMMs multiply them by zero gradients, and 0 * NaN would poison dW.
 
 ``backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y, workspace)``
     -> ``(d_xg, d_hn_gru, d_h_proj, d_h0, d_c0)``

@@ -1,0 +1,190 @@
+"""Drop-in ``RNN``, ``LSTM``, ``GRU``: subclasses of the torch.nn classes (same constructor,
+parameters, state_dict, errors) whose forward runs on fastrnn's fused recurrence.
+
+Argument checks reuse torch.nn's own methods (``check_forward_args``, ``permute_hidden``);
+errors that torch raises deep inside its C++ kernels (state dtype or device mismatches) are
+produced by calling torch.nn itself on the offending input, so type and message are exactly
+the installed torch's.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from fastrnn.autocast import autocast_compute_dtype
+from fastrnn.cells import module_cell_name
+from fastrnn.dispatch import check_backend_name
+from fastrnn.layers import run_stack
+
+
+def raise_like_torch(torch_forward, *args, expected: str):
+    """Call torch.nn's forward on an input we know it rejects, so its own exception escapes.
+
+    If torch accepts the input after all, raise rather than compute something else silently.
+    """
+    torch_forward(*args)
+    raise RuntimeError(f"fastrnn rejects this input ({expected}) but torch.nn accepted it; "
+                       "please report this as a fastrnn bug")
+
+
+def check_tensors_agree(input: torch.Tensor, states, weights, torch_forward, *args) -> None:
+    """States and weights must share the input's device, and states its dtype (torch checks
+    these in C++; we let torch raise its own error for them)."""
+    for state in states:
+        if state.device != input.device or state.dtype != input.dtype:
+            raise_like_torch(torch_forward, *args,
+                             expected="hidden state device and dtype equal to the input's")
+    for weight in weights:
+        if weight is not None and weight.device != input.device:
+            raise_like_torch(torch_forward, *args, expected="parameters on the input's device")
+
+
+class RecurrentMixin:
+    """What RNN, LSTM and GRU share on top of torch.nn.RNNBase."""
+
+    _torch_class: type
+
+    def _init_backend(self, backend: str) -> None:
+        self.backend = check_backend_name(backend)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        backend = getattr(self, "backend", "auto")
+        return s if backend == "auto" else s + f", backend={backend!r}"
+
+    def _probe_ctor(self):
+        kwargs = {}
+        if self.mode == "RNN_RELU":
+            kwargs["nonlinearity"] = "relu"
+        if self.proj_size > 0:
+            kwargs["proj_size"] = 2
+        return (2, 3), kwargs
+
+    def _expand_input(self, input, hx):
+        """torch.nn's preamble: returns (x (T,B,I) time-major, lengths|None, hx sorted, info)."""
+        is_lstm = self.mode == "LSTM"
+        name = {"LSTM": "LSTM", "GRU": "GRU"}.get(self.mode, "RNN")
+        directions = 2 if self.bidirectional else 1
+        width = self.proj_size if self.proj_size > 0 else self.hidden_size
+        packed = isinstance(input, PackedSequence)
+        info = {"packed": packed, "batched": True}
+        if packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            info.update(batch_sizes=batch_sizes, sorted_indices=sorted_indices,
+                        unsorted_indices=unsorted_indices)
+            x, batch_sizes_arg = data, batch_sizes
+            if hx is not None:
+                hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            if input.dim() not in (2, 3):
+                tail = "D tensor instead" if name == "RNN" else "D instead"
+                raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.dim()}{tail}")
+            batched = input.dim() == 3
+            info["batched"] = batched
+            batch_dim = 0 if self.batch_first else 1
+            x = input if batched else input.unsqueeze(batch_dim)
+            batch_sizes_arg = None
+            if hx is not None and is_lstm:
+                want = 3 if batched else 2
+                if hx[0].dim() != want or hx[1].dim() != want:
+                    kind = "batched 3-D" if batched else "unbatched 2-D"
+                    raise RuntimeError(f"For {kind} input, hx and cx should also be {want}-D but "
+                                       f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors")
+                if not batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+            elif hx is not None:
+                want = 3 if batched else 2
+                if hx.dim() != want:
+                    kind = "batched 3-D" if batched else "unbatched 2-D"
+                    raise RuntimeError(f"For {kind} input, hx should also be {want}-D but got "
+                                       f"{hx.dim()}-D tensor")
+                if not batched:
+                    hx = hx.unsqueeze(1)
+        batch = int(batch_sizes_arg[0]) if packed else x.size(0 if self.batch_first else 1)
+        if hx is None:
+            zeros = dict(dtype=x.dtype, device=x.device)
+            h_zeros = torch.zeros(self.num_layers * directions, batch, width, **zeros)
+            hx = (h_zeros, torch.zeros(self.num_layers * directions, batch, self.hidden_size,
+                                       **zeros)) if is_lstm else h_zeros
+        self.check_forward_args(x, hx, batch_sizes_arg)
+        seq_len = (batch_sizes_arg.numel() if packed else
+                   x.size(1 if self.batch_first else 0))
+        if seq_len == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        return x, batch_sizes_arg, hx, info
+
+    def forward(self, input, hx=None):
+        self._update_flat_weights()
+        given_hx = hx
+        x, batch_sizes, hx, info = self._expand_input(input, hx)
+        states = list(hx) if self.mode == "LSTM" else [hx]
+        if not torch.compiler.is_compiling():
+            check_tensors_agree(x, states, self._flat_weights,
+                                self._torch_class.forward, self, input, given_hx)
+        weights = self._flat_weights
+        compute = autocast_compute_dtype(self, self._torch_class, *self._probe_ctor(), x.dtype,
+                                         info["packed"], x.device.type)
+        if compute is not None:
+            x = x.to(compute)
+            states = [s.to(compute) for s in states]
+            weights = [w.to(compute) for w in weights]
+        lengths = None
+        if info["packed"]:
+            x, lengths_cpu = pad_packed_sequence(PackedSequence(x, batch_sizes))
+            lengths = lengths_cpu.to(x.device)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        no_autocast = (torch.autocast(x.device.type, enabled=False) if compute is not None
+                       else contextlib.nullcontext())
+        with no_autocast:
+            out, h_n, c_n = run_stack(
+                module_cell_name(self.mode), x, lengths, states[0],
+                states[1] if self.mode == "LSTM" else None, weights, self.bias,
+                self.proj_size > 0, self.num_layers, self.bidirectional, self.dropout,
+                self.training, self.backend)
+        hidden = (h_n, c_n) if self.mode == "LSTM" else h_n
+        if info["packed"]:
+            data = pack_padded_sequence(out, lengths_cpu).data
+            packed = PackedSequence(data, batch_sizes, info["sorted_indices"],
+                                    info["unsorted_indices"])
+            return packed, self.permute_hidden(hidden, info["unsorted_indices"])
+        if self.batch_first:
+            out = out.transpose(0, 1)
+        if not info["batched"]:
+            out = out.squeeze(0 if self.batch_first else 1)
+            hidden = ((hidden[0].squeeze(1), hidden[1].squeeze(1)) if self.mode == "LSTM"
+                      else hidden.squeeze(1))
+        return out, hidden
+
+
+class RNN(RecurrentMixin, nn.RNN):
+    """Drop-in ``torch.nn.RNN`` (tanh or relu); extra keyword ``backend`` ('auto' default)."""
+
+    _torch_class = nn.RNN
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
+
+
+class LSTM(RecurrentMixin, nn.LSTM):
+    """Drop-in ``torch.nn.LSTM`` (proj_size included); extra keyword ``backend``."""
+
+    _torch_class = nn.LSTM
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)
+
+
+class GRU(RecurrentMixin, nn.GRU):
+    """Drop-in ``torch.nn.GRU``; extra keyword ``backend``."""
+
+    _torch_class = nn.GRU
+
+    def __init__(self, *args, backend: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_backend(backend)

@@ -1,0 +1,147 @@
+"""The torch.library custom ops of one layer-direction recurrence, their fake (meta)
+implementations and autograd.
+
+``fastrnn::recurrence`` runs the forward time loop on a named backend;
+``fastrnn::recurrence_backward`` runs the reverse time loop producing gate gradients. The
+autograd formula turns those into gradients of every input with large GEMMs over all steps
+(the hoisted part of backward). Higher-order gradients (create_graph=True) are taken through
+the differentiable reference recurrence, recomputed from the saved inputs.
+Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,H), w_hr (P,H).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from fastrnn import reference
+from fastrnn.cells import cell_spec
+from fastrnn.dispatch import load_backend
+
+
+def _forward_shapes(cell, xg, h0, need_workspace):
+    spec = cell_spec(cell)
+    seq_len, batch, gates = xg.shape
+    hidden = gates // spec.num_gates
+    width = h0.shape[1]
+    cn_shape = (batch, hidden) if spec.has_cell_state else (0,)
+    ws_shape = ((seq_len, batch, spec.workspace_width * hidden)
+                if need_workspace and spec.workspace_width else (0,))
+    return (seq_len, batch, width), (batch, width), cn_shape, ws_shape
+
+
+@torch.library.custom_op("fastrnn::recurrence", mutates_args=())
+def recurrence_op(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+                  h0: Tensor, c0: Optional[Tensor], w_hr: Optional[Tensor],
+                  lengths: Optional[Tensor], reverse: bool,
+                  need_workspace: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Forward time loop of one layer-direction on ``backend``: returns (y, h_n, c_n, workspace)."""
+    y, h_n, c_n, ws = load_backend(backend).forward(
+        cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace)
+    if not need_workspace:
+        ws = xg.new_empty(0)
+    return y, h_n, c_n, ws
+
+
+@recurrence_op.register_fake
+def _(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
+    return tuple(xg.new_empty(s) for s in _forward_shapes(cell, xg, h0, need_workspace))
+
+
+@torch.library.custom_op("fastrnn::recurrence_backward", mutates_args=())
+def recurrence_backward_op(cell: str, backend: str, grad_y: Tensor, grad_hn: Tensor,
+                           grad_cn: Tensor, w_hh: Tensor, b_hn: Optional[Tensor], h0: Tensor,
+                           c0: Optional[Tensor], w_hr: Optional[Tensor],
+                           lengths: Optional[Tensor], reverse: bool, y: Tensor,
+                           workspace: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Reverse time loop: returns (d_xg, d_hn_gru, d_h_proj, d_h0, d_c0), see fastrnn.backends."""
+    return tuple(load_backend(backend).backward(
+        cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y, workspace))
+
+
+@recurrence_backward_op.register_fake
+def _(cell, backend, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
+      workspace):
+    spec = cell_spec(cell)
+    seq_len, batch, width = grad_y.shape
+    hidden = w_hh.shape[0] // spec.num_gates
+    new = grad_y.new_empty
+    return (new((seq_len, batch, w_hh.shape[0])),
+            new((seq_len, batch, hidden)) if cell == "gru" else new(0),
+            new((seq_len, batch, width)) if w_hr is not None else new(0),
+            new((batch, width)),
+            new((batch, hidden)) if spec.has_cell_state else new(0))
+
+
+def _setup_context(ctx, inputs, output):
+    cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = inputs
+    y, _, _, ws = output
+    ctx.cell, ctx.backend, ctx.reverse = cell, backend, reverse
+    ctx.save_for_backward(xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
+
+
+def _previous_states(y: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool) -> Tensor:
+    """(T, B, R): the state each step started from (h0 where the previous step is absent or
+    invalid). Only read at valid steps, where the backward's gate gradients are non-zero."""
+    if reverse:
+        shifted = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
+        if lengths is not None:
+            steps = torch.arange(1, y.shape[0] + 1, device=y.device).view(-1, 1, 1)
+            shifted = torch.where(steps < lengths.view(1, -1, 1), shifted, h0.unsqueeze(0))
+        return shifted
+    return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
+
+
+def _double_backward(ctx, grads):
+    """create_graph=True: differentiate the reference recurrence recomputed from saved inputs,
+    so that the graph reaches every input and higher derivatives are exact."""
+    xg, w_hh, b_hn, h0, c0, w_hr, lengths, _, _ = ctx.saved_tensors
+    inputs = [xg, w_hh, b_hn, h0, c0, w_hr]
+    with torch.enable_grad():
+        leaves = [t if t is None or t.requires_grad else t.detach().requires_grad_()
+                  for t in inputs]
+        y, h_n, c_n = reference.recurrence(ctx.cell, *leaves, lengths, ctx.reverse)
+        outs, out_grads = [y, h_n], list(grads[:2])
+        if c_n is not None:
+            outs.append(c_n)
+            out_grads.append(grads[2])
+        wanted = [t for t in leaves if t is not None]
+        got = iter(torch.autograd.grad(outs, wanted, out_grads, create_graph=True,
+                                       allow_unused=True))
+    return [None if t is None else next(got) for t in leaves]
+
+
+def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
+    xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws = ctx.saved_tensors
+    grad_y = grad_y if grad_y is not None else torch.zeros_like(y)
+    grad_hn = grad_hn if grad_hn is not None else torch.zeros_like(h0)
+    if c0 is not None:
+        grad_cn = grad_cn if grad_cn is not None else torch.zeros_like(c0)
+    else:
+        grad_cn = grad_y.new_empty(0)
+    if torch.is_grad_enabled():
+        d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr = _double_backward(ctx, (grad_y, grad_hn, grad_cn))
+        return None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr, None, None, None
+    d_xg, d_hn_gru, d_h_proj, d_h0, d_c0 = recurrence_backward_op(
+        ctx.cell, ctx.backend, grad_y.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(),
+        w_hh, b_hn, h0, c0, w_hr, lengths, ctx.reverse, y, ws)
+    # Hoisted GEMMs over all T*B rows (the part a kernel should not do step by step).
+    spec = cell_spec(ctx.cell)
+    hidden = w_hh.shape[0] // spec.num_gates
+    d_pre_hh = d_xg
+    d_b_hn = None
+    if ctx.cell == "gru":
+        d_pre_hh = torch.cat([d_xg[..., :2 * hidden], d_hn_gru], dim=-1)
+        d_b_hn = d_hn_gru.sum(dim=(0, 1)) if b_hn is not None else None
+    h_prev = _previous_states(y, h0, lengths, ctx.reverse)
+    d_w_hh = d_pre_hh.flatten(0, 1).t() @ h_prev.flatten(0, 1)
+    d_w_hr = None
+    if w_hr is not None:
+        o, c_t = ws[..., 3 * hidden:4 * hidden], ws[..., 4 * hidden:5 * hidden]
+        d_w_hr = d_h_proj.flatten(0, 1).t() @ (o * torch.tanh(c_t)).flatten(0, 1)
+    return (None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0 if c0 is not None else None, d_w_hr,
+            None, None, None)
+
+
+recurrence_op.register_autograd(_backward, setup_context=_setup_context)
