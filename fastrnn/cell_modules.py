@@ -10,7 +10,7 @@ from torch import nn
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.dispatch import check_backend_name
 from fastrnn.functional import layer_direction
-from fastrnn.modules import raise_like_torch
+from fastrnn.modules import allow_dynamo_tracing, raise_like_torch
 
 
 class CellMixin:
@@ -21,6 +21,7 @@ class CellMixin:
 
     def _init_backend(self, backend: str) -> None:
         self.backend = check_backend_name(backend)
+        allow_dynamo_tracing()
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -5,7 +5,7 @@ from torch import nn
 
 from fastrnn.cell_modules import GRUCell, LSTMCell, RNNCell
 from fastrnn.dispatch import check_backend_name
-from fastrnn.modules import GRU, LSTM, RNN
+from fastrnn.modules import GRU, LSTM, RNN, allow_dynamo_tracing
 
 _REPLACEMENTS = {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU,
                  nn.RNNCell: RNNCell, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell}
@@ -25,4 +25,5 @@ def convert(model: nn.Module, backend: str = "auto") -> nn.Module:
         if replacement is not None:
             module.__class__ = replacement
             module.backend = backend
+            allow_dynamo_tracing()
     return model

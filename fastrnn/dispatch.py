@@ -59,8 +59,11 @@ def requested_backend(module_choice: str) -> str:
 
 
 @torch.compiler.assume_constant_result
-def _choose_cached(request: str, problem: Problem) -> str:
-    return _choose(request, problem)
+def _choose_traced(request: str, cell: str, device: str, dtype: torch.dtype, seq_len: int,
+                   batch: int, hidden: int, proj: int, has_lengths: bool) -> str:
+    # Plain arguments: under torch.compile the choice is made once at trace time.
+    return _choose(request, Problem(cell, torch.device(device), dtype, seq_len, batch, hidden,
+                                    proj, has_lengths))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -83,7 +86,12 @@ def _choose(request: str, problem: Problem) -> str:
 
 def choose_backend(module_choice: str, problem: Problem) -> str:
     """Name of the backend that runs ``problem``: explicit (checked) or the first in auto order."""
-    return _choose_cached(requested_backend(module_choice), problem)
+    request = requested_backend(module_choice)
+    if torch.compiler.is_compiling():
+        p = problem
+        return _choose_traced(request, p.cell, str(p.device), p.dtype, p.seq_len, p.batch,
+                              p.hidden, p.proj, p.has_lengths)
+    return _choose(request, problem)
 
 
 def available_backends(device: str | torch.device | None = None) -> dict[str, list[str]]:

@@ -42,6 +42,16 @@ def check_tensors_agree(input: torch.Tensor, states, weights, torch_forward, *ar
             raise_like_torch(torch_forward, *args, expected="parameters on the input's device")
 
 
+def allow_dynamo_tracing() -> None:
+    """Let torch.compile trace our modules. Dynamo refuses every instance of nn.RNN/LSTM/GRU
+    unless ``torch._dynamo.config.allow_rnn`` is set; ours are such instances (for isinstance
+    parity) but their forward is plain traceable Python around custom ops. Set only once a
+    fastrnn module exists; it also lets dynamo trace plain torch.nn RNNs (torch's own option)."""
+    import torch._dynamo
+
+    torch._dynamo.config.allow_rnn = True
+
+
 class RecurrentMixin:
     """What RNN, LSTM and GRU share on top of torch.nn.RNNBase."""
 
@@ -49,6 +59,7 @@ class RecurrentMixin:
 
     def _init_backend(self, backend: str) -> None:
         self.backend = check_backend_name(backend)
+        allow_dynamo_tracing()
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

@@ -1,0 +1,28 @@
+"""Shared test setup: Triton's interpreter on machines without a GPU, backend parameters."""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Must happen before triton is first imported: lets the triton backend run on CPU tensors.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def backend_or_skip(name: str, device: str = DEVICE, dtype=torch.float64, cell="lstm"):
+    """Skip the calling test with the backend's own reasons when it cannot run here."""
+    from fastrnn.backends.problem import Problem
+    from fastrnn.dispatch import unsupported_reasons
+
+    reasons = unsupported_reasons(name, Problem(cell, torch.device(device), dtype, 4, 2, 8, 0,
+                                                False))
+    if reasons:
+        pytest.skip("; ".join(reasons))
+    return name
+
+
+@pytest.fixture(autouse=True)
+def _clear_backend_env(monkeypatch):
+    monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
