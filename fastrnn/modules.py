@@ -75,6 +75,7 @@ class RecurrentMixin:
         return (2, 3), kwargs
 
     def _expand_input(self, input, hx):
+        given_hx = hx
         """torch.nn's preamble: returns (x (T,B,I) time-major, lengths|None, hx sorted, info)."""
         is_lstm = self.mode == "LSTM"
         name = {"LSTM": "LSTM", "GRU": "GRU"}.get(self.mode, "RNN")
@@ -120,7 +121,16 @@ class RecurrentMixin:
             h_zeros = torch.zeros(self.num_layers * directions, batch, width, **zeros)
             hx = (h_zeros, torch.zeros(self.num_layers * directions, batch, self.hidden_size,
                                        **zeros)) if is_lstm else h_zeros
-        self.check_forward_args(x, hx, batch_sizes_arg)
+        if packed and is_lstm:
+            # torch.nn.LSTM skips its Python shape checks on packed input and fails later in
+            # C++; let torch raise that error itself.
+            try:
+                self.check_forward_args(x, hx, batch_sizes_arg)
+            except (RuntimeError, ValueError):
+                raise_like_torch(self._torch_class.forward, self, input, given_hx,
+                                 expected="states matching the packed batch")
+        else:
+            self.check_forward_args(x, hx, batch_sizes_arg)
         seq_len = (batch_sizes_arg.numel() if packed else
                    x.size(1 if self.batch_first else 0))
         if seq_len == 0:

@@ -1,0 +1,75 @@
+"""torch.library checks of the custom ops, and torch.compile(fullgraph=True) of a model."""
+import pytest
+import torch
+from torch import nn
+
+import fastrnn
+from conftest import backend_or_skip
+from fastrnn.ops import recurrence_backward_op, recurrence_op
+from fastrnn.testing import recurrence_inputs
+
+CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 2), ("gru", 0)]
+
+
+def _args(cell, proj, backend, lengths, reverse, dtype=torch.float64):
+    a = recurrence_inputs(cell, 4, 3, 5, proj=proj, lengths=lengths, dtype=dtype,
+                          requires_grad=True)
+    return (cell, backend, a["xg"], a["w_hh"], a["b_hn"], a["h0"], a["c0"], a["w_hr"],
+            a["lengths"], reverse, True)
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([4, 1, 3], True)])
+def test_opcheck_forward_op(backend, cell, proj, lengths, reverse):
+    backend_or_skip(backend, device="cpu", cell=cell)
+    torch.library.opcheck(recurrence_op, _args(cell, proj, backend, lengths, reverse))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("cell,proj", CASES)
+def test_opcheck_backward_op(backend, cell, proj):
+    backend_or_skip(backend, device="cpu", cell=cell)
+    args = _args(cell, proj, backend, [4, 2, 3], False)
+    with torch.no_grad():
+        y, h_n, c_n, ws = recurrence_op(*args)
+    gen = torch.Generator().manual_seed(1)
+    grads = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in (y, h_n, c_n)]
+    _, _, _, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = args
+    detach = [None if t is None else t.detach() for t in (w_hh, b_hn, h0, c0, w_hr)]
+    torch.library.opcheck(recurrence_backward_op,
+                          (cell, backend, *grads, *detach, lengths, reverse, y, ws),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+class _Tagger(nn.Module):
+    def __init__(self, backend):
+        super().__init__()
+        self.lstm = fastrnn.LSTM(3, 5, num_layers=2, bidirectional=True, backend=backend)
+        self.gru = fastrnn.GRU(10, 4, batch_first=True, backend=backend)
+        self.cell = fastrnn.RNNCell(4, 4, backend=backend)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        out, h = self.gru(out.transpose(0, 1))
+        return self.head(self.cell(out[:, -1], h[0]))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_compile_fullgraph_matches_eager(backend):
+    backend_or_skip(backend, device="cpu", dtype=torch.float32)
+    torch.manual_seed(0)
+    model = _Tagger(backend)
+    x = torch.randn(6, 2, 3)
+    eager = model(x)
+    eager.square().sum().backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, eager, atol=1e-6, rtol=1e-6)
+    out.square().sum().backward()
+    for p, g in zip(model.parameters(), eager_grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-5)
