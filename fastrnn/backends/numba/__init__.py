@@ -1,0 +1,114 @@
+"""The ``numba`` backend (CPU): the time loop of one layer-direction in ``@njit`` code.
+
+float32 and float64 run natively; float16/bfloat16 are computed in float32 and returned in
+their dtype. numba and scipy are imported on first use, never at ``import fastrnn``; every
+kernel is compiled on its first call and cached on disk (``cache=True``).
+Contract and shapes: see ``fastrnn.backends``.
+"""
+from __future__ import annotations
+
+import torch
+
+from fastrnn.backends.problem import Problem
+
+_CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+_NATIVE = (torch.float32, torch.float64)
+_WIDENED = (torch.float16, torch.bfloat16)
+
+
+def unsupported_reasons(problem: Problem) -> list[str]:
+    reasons = []
+    try:
+        import numba  # noqa: F401
+        import scipy  # noqa: F401  (numba's np.dot calls SciPy's BLAS)
+    except ImportError as exc:
+        reasons.append(f"numba: needs numba and scipy ({exc}); pip install numba scipy")
+    if problem.device.type != "cpu":
+        reasons.append(f"numba: runs on CPU tensors only, got device {problem.device}")
+    if problem.dtype not in _NATIVE + _WIDENED:
+        reasons.append(f"numba: dtype must be float64, float32, float16 or bfloat16, "
+                       f"got {problem.dtype}")
+    return reasons
+
+
+def _loops():
+    from fastrnn.backends.numba import loops  # compiles lazily, on first call of each kernel
+    return loops
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _NATIVE else torch.float32
+
+
+def _np(t: torch.Tensor, dtype: torch.dtype):
+    """A contiguous numpy view (no copy when already contiguous and of ``dtype``)."""
+    return t.detach().to(dtype).contiguous().numpy()
+
+
+def _lengths(lengths, seq_len, batch):
+    if lengths is None:
+        return torch.full((batch,), seq_len, dtype=torch.int64).numpy()
+    return lengths.detach().to(torch.int64).contiguous().numpy()
+
+
+def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
+    """Forward time loop (contract: ``fastrnn.backends``)."""
+    from fastrnn.cells import cell_spec
+    spec = cell_spec(cell)
+    dtype = _compute_dtype(xg.dtype)
+    seq_len, batch, gates = xg.shape
+    hidden = gates // spec.num_gates
+    width = h0.shape[1]
+    with torch.no_grad():
+        y = torch.empty((seq_len, batch, width), dtype=dtype)
+        h_n = torch.empty((batch, width), dtype=dtype)
+        c_n = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
+        ws_needed = need_workspace and spec.workspace_width > 0
+        ws = torch.empty((seq_len, batch, spec.workspace_width * hidden) if ws_needed
+                         else (seq_len, batch, 0), dtype=dtype)
+        b = b_hn if b_hn is not None else torch.zeros(hidden, dtype=dtype)
+        c = c0 if c0 is not None else torch.zeros((batch, 0), dtype=dtype)
+        w_hr_t = w_hr.t() if w_hr is not None else torch.zeros((hidden, 1), dtype=dtype)
+        _loops().forward_loop(
+            _CELL_CODES[cell], _np(xg, dtype), _np(w_hh.t(), dtype), _np(b, dtype),
+            _np(h0, dtype), _np(c, dtype), _np(w_hr_t, dtype), w_hr is not None,
+            _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
+            h_n.numpy(), c_n.numpy(), ws.numpy())
+        out = xg.dtype
+        return (y.to(out), h_n.to(out),
+                c_n.to(out) if spec.has_cell_state else xg.new_empty(0),
+                ws.to(out) if ws_needed else xg.new_empty(0))
+
+
+def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
+             workspace):
+    """Reverse time loop (contract: ``fastrnn.backends``)."""
+    from fastrnn.cells import cell_spec
+    spec = cell_spec(cell)
+    dtype = _compute_dtype(grad_y.dtype)
+    seq_len, batch, width = grad_y.shape
+    gates = w_hh.shape[0]
+    hidden = gates // spec.num_gates
+    with torch.no_grad():
+        d_xg = torch.empty((seq_len, batch, gates), dtype=dtype)
+        d_hn_gru = torch.empty((seq_len, batch, hidden) if cell == "gru" else (0, 0, 0),
+                               dtype=dtype)
+        d_h_proj = torch.empty((seq_len, batch, width) if w_hr is not None else (0, 0, 0),
+                               dtype=dtype)
+        d_h0 = torch.empty((batch, width), dtype=dtype)
+        d_c0 = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
+        zeros_c = torch.zeros((batch, 0), dtype=dtype)
+        ws = workspace if workspace.numel() else torch.zeros((seq_len, batch, 0), dtype=dtype)
+        _loops().backward_loop(
+            _CELL_CODES[cell], _np(grad_y, dtype), _np(grad_hn, dtype),
+            _np(grad_cn if spec.has_cell_state else zeros_c, dtype), _np(w_hh, dtype),
+            _np(h0, dtype), _np(c0 if c0 is not None else zeros_c, dtype),
+            _np(w_hr if w_hr is not None else torch.zeros((1, hidden), dtype=dtype), dtype),
+            w_hr is not None, _lengths(lengths, seq_len, batch), bool(reverse), _np(y, dtype),
+            _np(ws, dtype), d_xg.numpy(), d_hn_gru.numpy(), d_h_proj.numpy(), d_h0.numpy(),
+            d_c0.numpy())
+        out = grad_y.dtype
+        empty = grad_y.new_empty
+        return (d_xg.to(out), d_hn_gru.to(out) if cell == "gru" else empty(0),
+                d_h_proj.to(out) if w_hr is not None else empty(0), d_h0.to(out),
+                d_c0.to(out) if spec.has_cell_state else empty(0))
