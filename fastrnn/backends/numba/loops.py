@@ -14,7 +14,7 @@ RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
 GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3}
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _previous_step(t, seq_len, reverse, length):
     """Index of the step processed before t for a sequence of ``length``, or -1 (initial state)."""
     prev = t + 1 if reverse else t - 1
@@ -23,7 +23,51 @@ def _previous_step(t, seq_len, reverse, length):
     return prev
 
 
-@njit(cache=True)
+# error_model="numpy": no Python ZeroDivisionError checks, which block vectorization.
+# fastmath without nnan/ninf: NaN and inf still propagate as in torch.
+_FAST = dict(cache=True, error_model="numpy", fastmath={"contract", "arcp", "afn", "reassoc"})
+_INLINE = dict(inline="always", error_model="numpy",
+               fastmath={"contract", "arcp", "afn", "reassoc"})
+
+
+@njit(**_INLINE)
+def _add_into(dst, src):
+    for j in range(dst.shape[0]):
+        dst[j] += src[j]
+
+
+@njit(**_INLINE)
+def _sigmoid_inplace(a):
+    for j in range(a.shape[0]):
+        a[j] = sigmoid(a[j])
+
+
+@njit(**_INLINE)
+def _tanh_inplace(a):
+    for j in range(a.shape[0]):
+        a[j] = tanh(a[j])
+
+
+@njit(**_INLINE)
+def _lstm_combine(gates, c, m, H):
+    """gates = activated [i, f, g, o] (4H,); c (H,) updated in place; m = o * tanh(c)."""
+    for j in range(H):
+        c[j] = gates[H + j] * c[j] + gates[j] * gates[2 * H + j]
+    for j in range(H):
+        m[j] = gates[3 * H + j] * tanh(c[j])
+
+
+@njit(**_INLINE)
+def _gru_gates(x, gates, b_hn, H):
+    """x: input part (3H,); gates: [W_hr h, W_hz h, W_hn h] (3H,), turned in place into
+    [r, z, hn = W_hn h + b_hn]."""
+    for j in range(2 * H):
+        gates[j] = sigmoid(gates[j] + x[j])
+    for j in range(H):
+        gates[2 * H + j] += b_hn[j]
+
+
+@njit(**_FAST)
 def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reverse,
                  need_ws, y, h_n, c_n, ws):
     """Forward recurrence, writing y (T,B,R), h_n (B,R), c_n (B,H), ws (T,B,W*H) in place.
@@ -33,13 +77,13 @@ def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reve
     """
     seq_len, batch, gates = xg.shape
     width = h0.shape[1]
-    hidden = b_hn.shape[0]
+    H = b_hn.shape[0]
     h = h0.copy()
     c = c0.copy()
     gh = np.empty((batch, gates), dtype=xg.dtype)
-    m = np.zeros((batch, hidden), dtype=xg.dtype)
+    m = np.zeros((batch, H), dtype=xg.dtype)
+    n = np.empty(H, dtype=xg.dtype)
     hp = np.empty((batch, width), dtype=xg.dtype)
-    H = hidden
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         np.dot(h, w_hh_t, gh)
@@ -51,62 +95,52 @@ def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reve
                 continue
             x = xg[t, b]
             g = gh[b]
-            if cell == RNN_TANH:
-                for j in range(H):
-                    v = tanh(x[j] + g[j])
-                    h[b, j] = v
-                    y[t, b, j] = v
-            elif cell == RNN_RELU:
-                for j in range(H):
-                    v = max(x[j] + g[j], 0.0)
-                    h[b, j] = v
-                    y[t, b, j] = v
-            elif cell == LSTM:
-                for j in range(H):
-                    i = sigmoid(x[j] + g[j])
-                    f = sigmoid(x[H + j] + g[H + j])
-                    gg = tanh(x[2 * H + j] + g[2 * H + j])
-                    o = sigmoid(x[3 * H + j] + g[3 * H + j])
-                    cn = f * c[b, j] + i * gg
-                    c[b, j] = cn
-                    mm = o * tanh(c[b, j])
-                    m[b, j] = mm
-                    if need_ws:
-                        ws[t, b, j] = i
-                        ws[t, b, H + j] = f
-                        ws[t, b, 2 * H + j] = gg
-                        ws[t, b, 3 * H + j] = o
-                        ws[t, b, 4 * H + j] = c[b, j]
-                if not has_proj:
+            if cell == RNN_TANH or cell == RNN_RELU:
+                _add_into(g, x)
+                if cell == RNN_TANH:
+                    _tanh_inplace(g)
+                else:
                     for j in range(H):
-                        h[b, j] = m[b, j]
-                        y[t, b, j] = m[b, j]
+                        g[j] = max(g[j], 0.0)
+                h[b, :] = g
+                y[t, b, :] = g
+            elif cell == LSTM:
+                _add_into(g, x)
+                _sigmoid_inplace(g[:2 * H])
+                _tanh_inplace(g[2 * H:3 * H])
+                _sigmoid_inplace(g[3 * H:])
+                _lstm_combine(g, c[b], m[b], H)
+                if need_ws:
+                    ws[t, b, :4 * H] = g
+                    ws[t, b, 4 * H:] = c[b]
+                if not has_proj:
+                    h[b, :] = m[b]
+                    y[t, b, :] = m[b]
             else:  # GRU
+                _gru_gates(x, g, b_hn, H)
                 for j in range(H):
-                    r = sigmoid(x[j] + g[j])
-                    z = sigmoid(x[H + j] + g[H + j])
-                    hn = g[2 * H + j] + b_hn[j]
-                    n = tanh(x[2 * H + j] + r * hn)
-                    v = (1.0 - z) * n + z * h[b, j]
-                    h[b, j] = v
-                    y[t, b, j] = v
-                    if need_ws:
-                        ws[t, b, j] = r
-                        ws[t, b, H + j] = z
-                        ws[t, b, 2 * H + j] = n
-                        ws[t, b, 3 * H + j] = hn
+                    n[j] = x[2 * H + j] + g[j] * g[2 * H + j]
+                _tanh_inplace(n)
+                hb = h[b]
+                for j in range(H):
+                    z = g[H + j]
+                    hb[j] = (1.0 - z) * n[j] + z * hb[j]
+                y[t, b, :] = hb
+                if need_ws:
+                    ws[t, b, :2 * H] = g[:2 * H]
+                    ws[t, b, 2 * H:3 * H] = n
+                    ws[t, b, 3 * H:] = g[2 * H:]
         if has_proj:
             np.dot(m, w_hr_t, hp)
             for b in range(batch):
                 if t < lengths[b]:
-                    for k in range(width):
-                        h[b, k] = hp[b, k]
-                        y[t, b, k] = hp[b, k]
+                    h[b, :] = hp[b]
+                    y[t, b, :] = hp[b]
     h_n[:, :] = h
     c_n[:, :] = c
 
 
-@njit(cache=True)
+@njit(**_FAST)
 def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, lengths,
                   reverse, y, ws, d_xg, d_hn_gru, d_h_proj, d_h0, d_c0):
     """Reverse-time loop producing gate gradients (see fastrnn.backends for the contract).
