@@ -1,0 +1,89 @@
+"""The numba backend against the float64 reference through the contract: odd shapes, fp32
+tolerance, half-precision dtypes, and its reasons."""
+import pytest
+import torch
+
+from conftest import backend_or_skip
+from fastrnn import reference
+from fastrnn.backends.problem import Problem
+from fastrnn.testing import TOLERANCE, recurrence_inputs
+
+CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 3), ("gru", 0)]
+SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
+
+
+def _numba():
+    backend_or_skip("numba", device="cpu")
+    from fastrnn.backends import numba
+    return numba
+
+
+def _run_both(backend, cell, args, reverse, dtype_ref=torch.float64):
+    ref_args = {k: (v.to(dtype_ref) if v is not None and v.is_floating_point() else v)
+                for k, v in args.items()}
+    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    fwd_ref = reference.forward(cell, *(ref_args[k] for k in order), reverse, True)
+    fwd = backend.forward(cell, *(args[k] for k in order), reverse, True)
+    gen = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
+    rest = ("w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    bwd_ref = reference.backward(cell, *grads, *(ref_args[k] for k in rest), reverse,
+                                 fwd_ref[0], fwd_ref[3])
+    dtype = args["xg"].dtype
+    bwd = backend.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in rest),
+                           reverse, fwd[0], fwd[3])
+    return fwd_ref, fwd, bwd_ref, bwd
+
+
+def _valid(lengths, seq_len, batch):
+    if lengths is None:
+        return torch.ones(seq_len, batch, dtype=torch.bool)
+    return torch.arange(seq_len).view(-1, 1) < torch.as_tensor(lengths).view(1, -1)
+
+
+@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, "ragged")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(cell, proj, shape, reverse, lengths, dtype):
+    numba = _numba()
+    seq_len, batch, hidden = shape
+    if proj and proj >= hidden:
+        pytest.skip("proj_size must be smaller than hidden_size")
+    if lengths == "ragged":
+        lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1]
+        lengths[-1] = 0 if batch > 1 else lengths[-1]
+    args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
+                             dtype=dtype, seed=seq_len + hidden)
+    fwd_ref, fwd, bwd_ref, bwd = _run_both(numba, cell, args, reverse)
+    tol = TOLERANCE[dtype]
+    valid = _valid(lengths, seq_len, batch)
+    for got, want in zip(fwd[:3], fwd_ref[:3]):
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+    if fwd_ref[3].numel():
+        torch.testing.assert_close(fwd[3].double()[valid], fwd_ref[3][valid], atol=tol, rtol=tol)
+    for got, want in zip(bwd, bwd_ref):
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_half_precision_inputs_come_back_in_their_dtype(cell, dtype):
+    numba = _numba()
+    args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype)
+    fwd_ref, fwd, bwd_ref, bwd = _run_both(numba, cell, args, False)
+    # the reference sees the same rounded inputs: what differs is float32 compute and the
+    # rounding of every output to 8 (bfloat16) or 11 (float16) significant bits, over 6 steps.
+    tol = 4e-2 if dtype == torch.bfloat16 else 5e-3
+    for got, want in zip(fwd[:3] + tuple(bwd), fwd_ref[:3] + tuple(bwd_ref)):
+        if want.numel():
+            assert got.dtype == dtype
+            torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+
+
+def test_reasons():
+    numba = _numba()
+    meta = Problem("lstm", torch.device("meta"), torch.float32, 2, 2, 4, 0, False)
+    assert any("CPU tensors only" in r for r in numba.unsupported_reasons(meta))
+    ints = Problem("lstm", torch.device("cpu"), torch.int32, 2, 2, 4, 0, False)
+    assert any("dtype" in r for r in numba.unsupported_reasons(ints))
