@@ -1,5 +1,5 @@
-"""The ``fastrnn`` command: ``info`` (versions, devices, backends), ``bench`` (the main job:
-fastrnn vs torch.nn here), ``demo`` (train a character-level language model)."""
+"""The ``fastrnn`` command: ``info`` (versions, devices, backends) and ``bench`` (the main job:
+fastrnn vs torch.nn on the best device here)."""
 from __future__ import annotations
 
 import argparse
@@ -41,21 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends run here (and why not)")
-    try:
-        from fastrnn import benchmarking
-        bench = sub.add_parser("bench", help="time fastrnn against torch.nn on this machine")
-        benchmarking.add_arguments(bench)
-    except ImportError:
-        benchmarking = None
-    try:
-        from fastrnn import demo
-        demo_parser = sub.add_parser("demo", help="train a character-level language model")
-        demo.add_arguments(demo_parser)
-    except ImportError:
-        demo = None
-    parser.set_defaults(_handlers={"info": _info,
-                                   "bench": benchmarking and benchmarking.main,
-                                   "demo": demo and demo.main})
+    from fastrnn import benchmarking
+
+    bench = sub.add_parser("bench", help="time fastrnn against torch.nn on this machine")
+    benchmarking.add_arguments(bench)
+    parser.set_defaults(_handlers={"info": _info, "bench": benchmarking.main})
     return parser
 
 

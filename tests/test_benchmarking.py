@@ -1,0 +1,29 @@
+"""``fastrnn bench``: shapes, the table, JSON metadata, and a tiny end-to-end run."""
+import json
+
+import pytest
+
+from fastrnn import benchmarking
+from fastrnn.cli import main
+
+
+def test_named_shapes_and_parse():
+    assert benchmarking.parse_shape("flashrnn")[1][:4] == (1024, 16, 768, 768)
+    assert benchmarking.parse_shape("3,2,4,5") == ("3,2,4,5", (3, 2, 4, 5, 1, False))
+    with pytest.raises(SystemExit, match="--shape"):
+        benchmarking.parse_shape("huge")
+
+
+def test_bench_tiny_shape_writes_table_and_json(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    assert main(["bench", "--cell", "gru", "--shape", "3,2,4,5", "--backend", "reference",
+                 "--repeat", "1", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ratio" in out and "gru" in out and "reference" in out
+    data = json.loads(path.read_text())
+    machine = data["machine"]
+    for key in ("device", "device_name", "torch", "numba", "commit"):
+        assert key in machine
+    (row,) = data["results"]
+    assert row["ratio_fwd"] == pytest.approx(row["fastrnn_fwd_ms"] / row["torch_fwd_ms"])
+    assert row["backend"] == "reference" and row["dims"][:4] == [3, 2, 4, 5]
