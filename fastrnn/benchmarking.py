@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -156,7 +157,16 @@ def format_table(rows: list[dict], info: dict) -> str:
                      f"{r['torch_fwd_ms']:10.2f} {r['fastrnn_fwd_ms']:12.2f} {r['ratio_fwd']:6.2f} "
                      f"{r['torch_fwdbwd_ms']:10.2f} {r['fastrnn_fwdbwd_ms']:12.2f} "
                      f"{r['ratio_fwdbwd']:6.2f}")
+    for cell in sorted({r["cell"] for r in rows}):
+        mine = [r for r in rows if r["cell"] == cell]
+        if len(mine) > 1:
+            lines.append(f"{cell:5s} geometric mean of ratios: forward {geomean(mine, 'ratio_fwd'):.2f}, "
+                         f"forward+backward {geomean(mine, 'ratio_fwdbwd'):.2f}")
     return "\n".join(lines)
+
+
+def geomean(rows: list[dict], key: str) -> float:
+    return math.exp(sum(math.log(r[key]) for r in rows) / len(rows))
 
 
 def main(args) -> int:
