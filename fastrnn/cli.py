@@ -1,5 +1,5 @@
-"""The ``fastrnn`` command: ``info`` (versions, devices, backends) and ``bench`` (the main job:
-fastrnn vs torch.nn on the best device here)."""
+"""The ``fastrnn`` command: ``info`` (versions, devices, backends), ``bench`` (the main job:
+fastrnn vs torch.nn on the best device here), ``demo`` (train a character-level LM)."""
 from __future__ import annotations
 
 import argparse
@@ -41,11 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastrnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, and which backends run here (and why not)")
-    from fastrnn import benchmarking
+    from fastrnn import benchmarking, demo
 
     bench = sub.add_parser("bench", help="time fastrnn against torch.nn on this machine")
     benchmarking.add_arguments(bench)
-    parser.set_defaults(_handlers={"info": _info, "bench": benchmarking.main})
+    demo.add_arguments(sub.add_parser("demo", help="train a character-level language model"))
+    parser.set_defaults(_handlers={"info": _info, "bench": benchmarking.main,
+                                   "demo": demo.main})
     return parser
 
 
