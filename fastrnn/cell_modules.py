@@ -8,25 +8,15 @@ import torch
 from torch import nn
 
 from fastrnn.autocast import autocast_compute_dtype
-from fastrnn.dispatch import check_backend_name
 from fastrnn.functional import layer_direction
-from fastrnn.modules import allow_dynamo_tracing, raise_like_torch
+from fastrnn.modules import BackendMixin, raise_like_torch
 
 
-class CellMixin:
+class CellMixin(BackendMixin):
     """Shared forward of the three cells. Subclasses set ``_torch_class`` and ``_label``."""
 
     _torch_class: type
     _label: str
-
-    def _init_backend(self, backend: str) -> None:
-        self.backend = check_backend_name(backend)
-        allow_dynamo_tracing()
-
-    def extra_repr(self) -> str:
-        s = super().extra_repr()
-        backend = getattr(self, "backend", "auto")
-        return s if backend == "auto" else s + f", backend={backend!r}"
 
     def _cell_name(self) -> str:
         if isinstance(self, nn.LSTMCell):

@@ -52,10 +52,8 @@ def allow_dynamo_tracing() -> None:
     torch._dynamo.config.allow_rnn = True
 
 
-class RecurrentMixin:
-    """What RNN, LSTM and GRU share on top of torch.nn.RNNBase."""
-
-    _torch_class: type
+class BackendMixin:
+    """The ``backend`` attribute every fastrnn module adds to its torch.nn base class."""
 
     def _init_backend(self, backend: str) -> None:
         self.backend = check_backend_name(backend)
@@ -65,6 +63,12 @@ class RecurrentMixin:
         s = super().extra_repr()
         backend = getattr(self, "backend", "auto")
         return s if backend == "auto" else s + f", backend={backend!r}"
+
+
+class RecurrentMixin(BackendMixin):
+    """What RNN, LSTM and GRU share on top of torch.nn.RNNBase."""
+
+    _torch_class: type
 
     def _probe_ctor(self):
         kwargs = {}
