@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="fastrnn backend to time (default auto)")
     parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
     parser.add_argument("--json", default=None, metavar="PATH", help="write results as JSON")
+    parser.add_argument("--plot", default=None, metavar="PATH",
+                        help="write a PNG of speedups (needs matplotlib: the `bench` extra)")
 
 
 def machine_info(device: str) -> dict:
@@ -169,6 +171,31 @@ def geomean(rows: list[dict], key: str) -> float:
     return math.exp(sum(math.log(r[key]) for r in rows) / len(rows))
 
 
+def plot_speedups(rows: list[dict], info: dict, path: str) -> None:
+    """Bar chart of torch / fastrnn time (above 1: fastrnn faster), per shape, one panel per cell."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise SystemExit(f"--plot needs matplotlib: pip install -e '.[bench]' ({exc})")
+    cells = sorted({r["cell"] for r in rows})
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.5 * len(cells), 3.5), squeeze=False)
+    for ax, cell in zip(axes[0], cells):
+        mine = [r for r in rows if r["cell"] == cell]
+        xs = range(len(mine))
+        ax.bar([x - 0.2 for x in xs], [1 / r["ratio_fwd"] for r in mine], 0.4, label="forward")
+        ax.bar([x + 0.2 for x in xs], [1 / r["ratio_fwdbwd"] for r in mine], 0.4,
+               label="forward+backward")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(list(xs), [r["shape"] for r in mine], rotation=30)
+        ax.set_title(f"{cell} ({info['device_name']})", fontsize=8)
+        ax.set_ylabel("speedup over torch.nn")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(args) -> int:
     from fastrnn.backends.problem import Problem
     from fastrnn.dispatch import choose_backend
@@ -201,4 +228,7 @@ def main(args) -> int:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "results": rows}, f, indent=1)
         print(f"wrote {args.json}")
+    if args.plot:
+        plot_speedups(rows, info, args.plot)
+        print(f"wrote {args.plot}")
     return 0

@@ -27,3 +27,11 @@ def test_bench_tiny_shape_writes_table_and_json(tmp_path, capsys):
     (row,) = data["results"]
     assert row["ratio_fwd"] == pytest.approx(row["fastrnn_fwd_ms"] / row["torch_fwd_ms"])
     assert row["backend"] == "reference" and row["dims"][:4] == [3, 2, 4, 5]
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "speedup.png"
+    assert main(["bench", "--cell", "rnn", "--shape", "3,2,4,5", "--backend", "reference",
+                 "--repeat", "1", "--plot", str(path)]) == 0
+    assert path.stat().st_size > 1000
