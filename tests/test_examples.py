@@ -72,16 +72,16 @@ def test_char_lm_compare_reports_both_speeds(capsys):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_classify_packed_bidirectional(backend):
-    losses, accuracy = classify.run(steps=60, backend=backend, quiet=True)
+    losses, accuracy = classify.run(steps=30, backend=backend, quiet=True)
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.2
-    assert accuracy > 0.75
+    assert accuracy > 0.75          # chance is 50%; 30 steps reach ~91% (seed 0)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_seq2seq_teacher_forcing(backend):
-    losses, accuracy = seq2seq.run(steps=120, backend=backend, length=3, quiet=True)
+    losses, accuracy = seq2seq.run(steps=80, backend=backend, length=3, quiet=True)
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5
-    assert accuracy > 0.2
+    assert accuracy > 0.5           # chance is 1/1000; 80 steps reach ~99% (seed 0)
 
 
 @pytest.mark.parametrize("script, arguments, result", [
