@@ -213,5 +213,9 @@ def _run(args) -> int:
               f"{sum(base_losses[-10:]) / 10:.3f}, {base_rate:,.0f} tokens/s; "
               f"fastrnn/torch.nn speed {rate / base_rate:.2f}x")
     if ddp:
+        # Leave together: without the barrier one process could exit (taking down the store
+        # it hosts) while the other still tears down its process group, waiting on the gone
+        # peer (seen as a 1-in-5 hang at exit under torchrun).
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return 0
