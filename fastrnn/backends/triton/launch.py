@@ -1,0 +1,165 @@
+"""Python launchers: buffers, block sizes, the scheme choice and the per-step loop (stepwise).
+
+Shapes: T steps, B batch, H hidden (R == H: no LSTM projection here), G gates, W workspace
+slabs. Every output is a fresh tensor that the kernels write completely (zeros at invalid
+steps), so ``torch.empty`` is safe.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from fastrnn.cells import cell_spec
+
+from . import kernels
+
+CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+SCHEMES = ("persistent", "stepwise")
+# The stepwise scheme pays a launch per step (~5-10 us on a GPU) but spreads the hidden tiles
+# of a step over many SMs; the persistent scheme runs one program per batch tile. Below 4 batch
+# tiles with H > 256 the persistent kernel would leave almost the whole GPU idle while each of
+# its few programs walks through H/BLOCK_H tiles per step, so the split-H stepwise one wins.
+STEPWISE_MIN_HIDDEN = 256
+STEPWISE_MAX_BATCH_TILES = 4
+
+
+def interpreting(device: torch.device) -> bool:
+    """True when Triton runs on the CPU through its interpreter (TRITON_INTERPRET=1)."""
+    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+class Config:
+    """Compile-time choices for one call: block sizes, dot path, accumulation dtype."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device, batch: int, hidden: int):
+        interp = interpreting(device)
+        # tl.dot: fp16/fp32 always; bf16 except under the interpreter, whose numpy tl.dot
+        # misreads bfloat16; float64 always takes the broadcast-and-sum path (see step.py).
+        self.use_dot = dtype in (torch.float16, torch.float32) or (
+            dtype == torch.bfloat16 and not interp)
+        self.acc = tl.float64 if dtype == torch.float64 else tl.float32
+        self.acc_torch = torch.float64 if dtype == torch.float64 else torch.float32
+        # Like cuDNN: TF32 only when the user allows it for cuDNN and the tensors are CUDA.
+        self.precision = ("tf32" if dtype == torch.float32 and device.type == "cuda"
+                          and torch.backends.cudnn.allow_tf32 else "ieee")
+        # tl.dot needs every block >= 16; masks cover B, H that are not multiples.
+        self.block_b = 16 if not interp else max(16, min(64, triton.next_power_of_2(batch)))
+        if self.use_dot or interp:
+            # Under the interpreter larger tiles mean fewer numpy calls: that is its only cost.
+            self.block_h = max(16, min(64, triton.next_power_of_2(hidden)))
+        else:
+            # The broadcast path materialises a (BLOCK_B, BLOCK_K, BLOCK_H) product: keep it
+            # at 4096 elements so that a float64 tile does not spill registers wholesale.
+            self.block_h = 16
+        self.block_k = self.block_h
+        self.batch_tiles = triton.cdiv(batch, self.block_b)
+        self.hidden_tiles = triton.cdiv(hidden, self.block_h)
+
+    def default_scheme(self, hidden: int) -> str:
+        if hidden > STEPWISE_MIN_HIDDEN and self.batch_tiles < STEPWISE_MAX_BATCH_TILES:
+            return "stepwise"
+        return "persistent"
+
+    def common(self):
+        return dict(ACC=self.acc, BLOCK_B=self.block_b, BLOCK_H=self.block_h)
+
+    def product(self):
+        return dict(BLOCK_K=self.block_k, USE_DOT=self.use_dot, PRECISION=self.precision)
+
+
+def _scheme(cfg: Config, hidden: int, scheme: str | None) -> str:
+    scheme = scheme or os.environ.get("FASTRNN_TRITON_SCHEME") or cfg.default_scheme(hidden)
+    if scheme not in SCHEMES:
+        raise ValueError(f"triton scheme must be one of {SCHEMES}, got {scheme!r}")
+    return scheme
+
+
+def _lengths(lengths, seq_len, batch, device):
+    if lengths is None:
+        return torch.full((batch,), seq_len, dtype=torch.int64, device=device)
+    return lengths.to(device=device, dtype=torch.int64).contiguous()
+
+
+def run_forward(cell, xg, w_hh, b_hn, h0, c0, lengths, reverse, need_workspace, scheme=None):
+    """Forward recurrence. xg (T,B,G*H), w_hh (G*H,H), b_hn (H,)|None, h0 (B,H), c0 (B,H)|None,
+    lengths (B,)|None. Returns y (T,B,H), h_n (B,H), c_n (B,H) or empty, ws (T,B,W*H) or empty.
+    ``scheme``: 'persistent' | 'stepwise' | None (FASTRNN_TRITON_SCHEME, else the heuristic)."""
+    spec = cell_spec(cell)
+    seq_len, batch, gates = xg.shape
+    hidden = gates // spec.num_gates
+    dtype, device = xg.dtype, xg.device
+    cfg = Config(dtype, device, batch, hidden)
+    scheme = _scheme(cfg, hidden, scheme)
+    dummy = xg.new_empty(1)  # never dereferenced (its constexpr flag is off)
+    y = xg.new_empty((seq_len, batch, hidden))
+    need_ws = bool(need_workspace) and spec.workspace_width > 0
+    ws = xg.new_empty((seq_len, batch, spec.workspace_width * hidden)) if need_ws else None
+    hbuf = xg.new_empty((2, batch, hidden))
+    hbuf[0].copy_(h0)
+    cbuf = (c0.to(cfg.acc_torch, copy=True) if spec.has_cell_state
+            else torch.empty(1, dtype=cfg.acc_torch, device=device))
+    lens = _lengths(lengths, seq_len, batch, device)
+    bias = b_hn if b_hn is not None else dummy
+    flags = dict(CELL=CELL_CODES[cell], HAS_BHN=b_hn is not None, NEED_WS=need_ws,
+                 **cfg.common(), **cfg.product())
+    args = (xg, w_hh, bias, lens, y, ws if need_ws else dummy, hbuf, cbuf)
+    if seq_len > 0 and batch > 0:
+        if scheme == "persistent":
+            kernels.forward_persistent[(cfg.batch_tiles,)](
+                *args, seq_len, batch, hidden, REVERSE=bool(reverse), **flags)
+        else:
+            grid = (cfg.batch_tiles, cfg.hidden_tiles)
+            for s in range(seq_len):
+                t = seq_len - 1 - s if reverse else s
+                kernels.forward_step[grid](*args, t, s % 2, batch, hidden, **flags)
+    h_n = hbuf[seq_len % 2].clone()
+    c_n = cbuf.to(dtype, copy=True) if spec.has_cell_state else xg.new_empty(0)
+    return y, h_n, c_n, (ws if need_ws else xg.new_empty(0))
+
+
+def run_backward(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, lengths, reverse, y, workspace,
+                 scheme=None):
+    """Reverse-time loop. grad_y (T,B,H), grad_hn (B,H), grad_cn (B,H) or empty, y (T,B,H),
+    workspace (T,B,W*H) from forward. Returns d_xg (T,B,G*H), d_hn_gru (T,B,H) or empty,
+    d_h0 (B,H), d_c0 (B,H) or empty."""
+    spec = cell_spec(cell)
+    seq_len, batch, hidden = grad_y.shape
+    gates = w_hh.shape[0]
+    dtype, device = grad_y.dtype, grad_y.device
+    cfg = Config(dtype, device, batch, hidden)
+    scheme = _scheme(cfg, hidden, scheme)
+    dummy = grad_y.new_empty(1)
+    d_xg = grad_y.new_empty((seq_len, batch, gates))
+    is_gru = cell == "gru"
+    d_hn_gru = grad_y.new_empty((seq_len, batch, hidden)) if is_gru else None
+    dhbuf = grad_hn.to(cfg.acc_torch, copy=True)
+    dcbuf = (grad_cn.to(cfg.acc_torch, copy=True) if spec.has_cell_state
+             else torch.empty(1, dtype=cfg.acc_torch, device=device))
+    lens = _lengths(lengths, seq_len, batch, device)
+    ws = workspace if workspace.numel() else dummy
+    c0_arg = c0 if c0 is not None else dummy
+    d_hn_arg = d_hn_gru if is_gru else dummy
+    cell_code = CELL_CODES[cell]
+    if seq_len > 0 and batch > 0:
+        if scheme == "persistent":
+            kernels.backward_persistent[(cfg.batch_tiles,)](
+                grad_y, w_hh, h0, c0_arg, lens, y, ws, d_xg, d_hn_arg, dhbuf, dcbuf, seq_len,
+                batch, hidden, CELL=cell_code, REVERSE=bool(reverse), **cfg.common(),
+                **cfg.product())
+        else:
+            grid = (cfg.batch_tiles, cfg.hidden_tiles)
+            for s in range(seq_len):
+                t = s if reverse else seq_len - 1 - s
+                kernels.backward_phase1[grid](
+                    grad_y, w_hh, h0, c0_arg, lens, y, ws, d_xg, d_hn_arg, dhbuf, dcbuf, t,
+                    seq_len, batch, hidden, CELL=cell_code, REVERSE=bool(reverse),
+                    **cfg.common())
+                kernels.backward_phase2[grid](
+                    grad_y, w_hh, lens, ws, d_xg, d_hn_arg, dhbuf, t, batch, hidden,
+                    CELL=cell_code, **cfg.common(), **cfg.product())
+    d_h0 = dhbuf.to(dtype, copy=True)
+    d_c0 = dcbuf.to(dtype, copy=True) if spec.has_cell_state else grad_y.new_empty(0)
+    return d_xg, (d_hn_gru if is_gru else grad_y.new_empty(0)), d_h0, d_c0
