@@ -11,12 +11,13 @@ if not torch.cuda.is_available():
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def backend_or_skip(name: str, device: str = DEVICE, dtype=torch.float64, cell="lstm"):
-    """Skip the calling test with the backend's own reasons when it cannot run here."""
+def backend_or_skip(name: str, device: str = DEVICE, dtype=torch.float64, cell="lstm", proj=0):
+    """Skip the calling test with the backend's own reasons when it cannot run here (for
+    ``cell`` with LSTM projection ``proj``)."""
     from fastrnn.backends.problem import Problem
     from fastrnn.dispatch import unsupported_reasons
 
-    reasons = unsupported_reasons(name, Problem(cell, torch.device(device), dtype, 4, 2, 8, 0,
+    reasons = unsupported_reasons(name, Problem(cell, torch.device(device), dtype, 4, 2, 8, proj,
                                                 False))
     if reasons:
         pytest.skip("; ".join(reasons))

@@ -39,7 +39,7 @@ def _function(cell, backend, lengths, reverse, names):
 @pytest.mark.parametrize("cell,proj", CASES)
 @pytest.mark.parametrize("packed_reverse", [(False, False), (True, True)])
 def test_gradcheck(backend, cell, proj, packed_reverse):
-    backend_or_skip(backend, cell=cell)
+    backend_or_skip(backend, cell=cell, proj=proj)
     packed, reverse = packed_reverse
     a = {k: v for k, v in _inputs(cell, proj).items() if v is not None}
     lengths = torch.tensor([3, 1], device=DEVICE) if packed else None
@@ -50,7 +50,7 @@ def test_gradcheck(backend, cell, proj, packed_reverse):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell,proj", CASES)
 def test_gradgradcheck(backend, cell, proj):
-    backend_or_skip(backend, cell=cell)
+    backend_or_skip(backend, cell=cell, proj=proj)
     if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1" and proj:
         pytest.skip("slow under the interpreter; the projection is covered by gradcheck")
     a = {k: v for k, v in _inputs(cell, proj, seq_len=2, hidden=3).items() if v is not None}

@@ -1,0 +1,226 @@
+"""The triton backend against the float64 reference through the contract (both launch schemes,
+odd shapes, fp32 tolerance, half precision, reasons), module parity through the drop-in modules
+with FASTRNN_BACKEND=triton, and a compile check of every kernel for sm_90 without a GPU.
+
+Without CUDA, conftest sets TRITON_INTERPRET=1: the same kernels run in Triton's interpreter.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import fastrnn
+from conftest import backend_or_skip
+from fastrnn import reference
+from fastrnn.backends.problem import Problem
+from fastrnn.dispatch import BackendUnavailableError
+from fastrnn.testing import TOLERANCE, recurrence_inputs
+from parity import assert_close_lists, outputs_and_grads
+from test_backend_numba import _run_both, _valid
+from test_modules import make_hx, make_input_fn, twin_modules
+
+CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
+SCHEMES = ["persistent", "stepwise"]
+
+
+def _triton(dtype=torch.float64):
+    backend_or_skip("triton", device="cpu", dtype=dtype)
+    from fastrnn.backends import triton
+    return triton
+
+
+class _Scheme:
+    """The backend with its launch scheme fixed, in the shape _run_both expects."""
+
+    def __init__(self, backend, scheme):
+        self.backend, self.scheme = backend, scheme
+
+    def forward(self, *args):
+        return self.backend.forward(*args, scheme=self.scheme)
+
+    def backward(self, *args):
+        return self.backend.backward(*args, scheme=self.scheme)
+
+
+def _ragged(seq_len, batch):
+    """Unsorted lengths from full length down, the last row empty (length 0) when B > 1."""
+    lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1]
+    lengths[-1] = 0 if batch > 1 else lengths[-1]
+    return lengths
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, "ragged")])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_matches_reference(cell, shape, reverse, lengths, dtype, scheme):
+    backend = _Scheme(_triton(dtype), scheme)
+    seq_len, batch, hidden = shape
+    if lengths == "ragged":
+        lengths = _ragged(seq_len, batch)
+    args = recurrence_inputs(cell, seq_len, batch, hidden, lengths=lengths, dtype=dtype,
+                             seed=seq_len + hidden)
+    fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
+    tol = TOLERANCE[dtype]
+    valid = _valid(lengths, seq_len, batch)
+    for got, want in zip(fwd[:3], fwd_ref[:3]):
+        assert got.dtype == dtype or not want.numel()
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+    if fwd_ref[3].numel():
+        torch.testing.assert_close(fwd[3].double()[valid], fwd_ref[3][valid], atol=tol, rtol=tol)
+        # invalid steps must be finite (zeros here): the hoisted GEMMs multiply them by 0
+        assert torch.equal(fwd[3][~valid], torch.zeros_like(fwd[3][~valid]))
+    assert torch.equal(fwd[0][~valid], torch.zeros_like(fwd[0][~valid])), "y must be 0 there"
+    for got, want in zip(bwd, bwd_ref):
+        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_several_tiles_in_both_directions(cell, scheme):
+    # B=70 > BLOCK_B (64 under the interpreter) and H=70 > BLOCK_H (64): two batch programs
+    # and two hidden tiles per step, so the ping-pong state and the phase barriers matter.
+    backend = _Scheme(_triton(), scheme)
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(0, 5, (70,), generator=gen).tolist()
+    lengths[3] = 4
+    args = recurrence_inputs(cell, 4, 70, 70, lengths=lengths, seed=3)
+    for reverse in (False, True):
+        fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
+        for got, want in zip(fwd[:3] + tuple(bwd), fwd_ref[:3] + tuple(bwd_ref)):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
+
+
+def test_without_workspace_and_without_gru_bias():
+    triton = _triton()
+    args = recurrence_inputs("gru", 4, 2, 6, bias=False, seed=5)
+    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    y, h_n, c_n, ws = triton.forward("gru", *(args[k] for k in order), False, False)
+    y_ref, h_ref, _, _ = reference.forward("gru", *(args[k] for k in order), False, False)
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(h_n, h_ref, atol=1e-12, rtol=1e-12)
+    assert ws.numel() == 0 and c_n.numel() == 0
+
+
+def test_outputs_are_fresh_tensors():
+    triton = _triton()
+    args = recurrence_inputs("lstm", 0, 2, 4, seed=1)  # T=0: h_n, c_n are copies of h0, c0
+    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    outs = triton.forward("lstm", *(args[k] for k in order), False, True)
+    torch.testing.assert_close(outs[1], args["h0"])
+    torch.testing.assert_close(outs[2], args["c0"])
+    ptrs = [t.data_ptr() for t in outs if t.numel()]
+    assert len(set(ptrs)) == len(ptrs)
+    assert outs[1].data_ptr() != args["h0"].data_ptr()
+
+
+def _error(got, want):
+    return (got.double() - want).abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_half_precision_within_twice_torchs_own_error(cell, dtype):
+    triton = _triton(dtype)
+    args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype)
+    fwd_ref, fwd, bwd_ref, bwd = _run_both(triton, cell, args, False)
+    # torch itself (the reference loop) in this dtype on the same rounded inputs
+    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    fwd_t = reference.forward(cell, *(args[k] for k in order), False, True)
+    gen = torch.Generator().manual_seed(7)  # the gradients _run_both used
+    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
+    bwd_t = reference.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in order[1:]),
+                               False, fwd_t[0], fwd_t[3])
+    eps = torch.finfo(dtype).eps
+    for got, theirs, want in zip(fwd[:3] + tuple(bwd), fwd_t[:3] + tuple(bwd_t),
+                                 fwd_ref[:3] + tuple(bwd_ref)):
+        if not want.numel():
+            continue
+        assert got.dtype == dtype
+        # 2x torch's error, plus one unit of rounding of the largest value (the error of a
+        # single rounding, which either side can land on differently).
+        bound = 2 * _error(theirs, want) + eps * want.abs().max().item()
+        assert _error(got, want) <= bound
+
+
+def test_reasons():
+    triton = _triton()
+    lstm = dict(cell="lstm", dtype=torch.float32, seq_len=2, batch=2, hidden=4, proj=0,
+                has_lengths=False)
+    meta = Problem(device=torch.device("meta"), **lstm)
+    assert any("CUDA" in r for r in triton.unsupported_reasons(meta))
+    ints = Problem(**{**lstm, "dtype": torch.int32}, device=torch.device("cpu"))
+    assert any("dtype" in r for r in triton.unsupported_reasons(ints))
+    proj = Problem(**{**lstm, "proj": 2}, device=torch.device("cpu"))
+    reasons = triton.unsupported_reasons(proj)
+    assert len(reasons) == 1 and "proj_size > 0 is not implemented" in reasons[0]
+    assert not triton.unsupported_reasons(Problem(**lstm, device=torch.device("cpu")))
+
+
+def test_cpu_needs_the_interpreter(monkeypatch):
+    triton = _triton()
+    monkeypatch.delenv("TRITON_INTERPRET")
+    cpu = Problem("gru", torch.device("cpu"), torch.float32, 2, 2, 4, 0, False)
+    assert any("TRITON_INTERPRET=1" in r for r in triton.unsupported_reasons(cpu))
+
+
+# Module parity: a subset of test_modules.MATRIX (that matrix runs on the fast backends).
+MODULE_CASES = [  # (kind, extra), layers, bidirectional, batch_first, bias, input, with_hx
+    (("RNN", {}), 1, False, False, True, "dense", True),
+    (("RNN", {"nonlinearity": "relu"}), 2, True, True, False, "packed", False),
+    (("LSTM", {}), 1, True, False, True, "packed", True),
+    (("LSTM", {}), 2, False, True, True, "unbatched", True),
+    (("LSTM", {}), 2, True, False, False, "dense", False),
+    (("GRU", {}), 1, False, True, True, "packed", True),
+    (("GRU", {}), 2, True, False, True, "packed", True),
+    (("GRU", {}), 2, False, False, False, "dense", False),
+]
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0][0]}-L{c[1]}-"
+                         f"{'bi' if c[2] else 'uni'}-{c[5]}-{'bias' if c[4] else 'nobias'}")
+def test_module_parity_float64(case, monkeypatch):
+    _triton()
+    monkeypatch.setenv("FASTRNN_BACKEND", "triton")
+    (kind, extra), layers, bidir, batch_first, bias, input_kind, with_hx = case
+    ref, fast = twin_modules(kind, extra, layers, bidir, batch_first, bias, "auto")
+    make = make_input_fn(input_kind, batch_first)
+    hx = make_hx(kind, extra, layers, bidir, input_kind) if with_hx else None
+    out_r, grads_r, _ = outputs_and_grads(ref, make, hx)
+    out_f, grads_f, _ = outputs_and_grads(fast, make, hx)
+    assert_close_lists(out_r, out_f, 1e-10, what="outputs")
+    assert_close_lists(grads_r, grads_f, 1e-10, what="grads")
+
+
+def test_lstm_projection_is_refused_by_name(monkeypatch):
+    _triton()
+    lstm = fastrnn.LSTM(4, 6, proj_size=3).double()
+    monkeypatch.setenv("FASTRNN_BACKEND", "triton")
+    with pytest.raises(BackendUnavailableError, match="proj_size > 0 is not implemented"):
+        lstm(torch.randn(5, 2, 4, dtype=torch.float64))
+    explicit = fastrnn.LSTM(4, 6, proj_size=3, backend="triton").double()
+    monkeypatch.delenv("FASTRNN_BACKEND")
+    with pytest.raises(BackendUnavailableError, match="triton"):
+        explicit(torch.randn(5, 2, 4, dtype=torch.float64))
+
+
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """Every kernel, dtype and cell through Triton's real compiler (PTX, cubin) for sm_90, in
+    a subprocess without TRITON_INTERPRET; catches what the interpreter accepts but the
+    compiler rejects."""
+    pytest.importorskip("triton")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "triton_compile_check.py"),
+                           "90"], capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode and "OK " not in proc.stdout and "FAIL " not in proc.stdout:
+        pytest.skip(f"this Triton cannot compile offline: {proc.stderr.strip()[-300:]}")
+    assert proc.returncode == 0 and "FAIL" not in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert proc.stdout.count("OK ") == 4 * 4 * 5

@@ -1,0 +1,87 @@
+"""Compile every triton-backend kernel for an NVIDIA target without a GPU; print resources.
+
+Run as a script WITHOUT TRITON_INTERPRET (under the interpreter @triton.jit functions cannot be
+compiled): ``python tests/triton_compile_check.py 90``. For each kernel, dtype and cell it
+prints ``OK <kernel> <dtype> <cell> REG:<n> STACK:<bytes>`` (STACK > 0 means register spills)
+or ``FAIL ...`` with the error. Block sizes come from the backend's own ``launch.Config`` for a
+CUDA problem, so this checks what would really run on the GPU. Uses Triton's ASTSource /
+triton.compile (3.x API) and the cuobjdump shipped in the Triton wheel.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from fastrnn.backends.triton import kernels
+from fastrnn.backends.triton.launch import CELL_CODES, Config
+
+DTYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32",
+          torch.float64: "fp64"}
+STATE_BUFFERS = ("cbuf", "dhbuf", "dcbuf")  # accumulation dtype
+INTS = ("T", "B", "H", "t", "src")
+KERNELS = (kernels.forward_persistent, kernels.forward_step, kernels.backward_persistent,
+           kernels.backward_phase1, kernels.backward_phase2)
+
+
+def signature(fn, dtype, cfg, cell):
+    acc = "fp64" if dtype == torch.float64 else "fp32"
+    flags = dict(CELL=CELL_CODES[cell], REVERSE=True, HAS_BHN=cell == "gru", NEED_WS=True,
+                 ACC=cfg.acc, BLOCK_B=cfg.block_b, BLOCK_H=cfg.block_h, BLOCK_K=cfg.block_k,
+                 USE_DOT=cfg.use_dot, PRECISION=cfg.precision)
+    sig, constexprs = {}, {}
+    for i, name in enumerate(fn.arg_names):
+        if name in flags:
+            sig[name] = "constexpr"
+            constexprs[(i,)] = flags[name]
+        elif name in INTS:
+            sig[name] = "i32"
+        elif name == "lengths":
+            sig[name] = "*i64"
+        else:
+            sig[name] = "*" + (acc if name in STATE_BUFFERS else DTYPES[dtype])
+    return sig, constexprs
+
+
+def resources(cubin: bytes) -> str:
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
+                        "cuobjdump")
+    if not os.path.exists(tool):
+        return "REG:? STACK:?"
+    with tempfile.NamedTemporaryFile("wb", suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+    try:
+        out = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(f.name)
+    line = next((ln for ln in out.splitlines() if "REG:" in ln), "REG:? STACK:?")
+    return " ".join(line.split()[:2])
+
+
+def main(arch: int, batch: int = 16, hidden: int = 768) -> int:
+    target = GPUTarget("cuda", arch, 32)
+    failures = 0
+    for dtype in DTYPES:
+        cfg = Config(dtype, torch.device("cuda"), batch, hidden)
+        for cell in CELL_CODES:
+            for fn in KERNELS:
+                sig, constexprs = signature(fn, dtype, cfg, cell)
+                label = f"{fn.__name__} {DTYPES[dtype]} {cell}"
+                try:
+                    compiled = triton.compile(ASTSource(fn=fn, signature=sig,
+                                                        constexprs=constexprs),
+                                              target=target,
+                                              options={"num_warps": cfg.num_warps})
+                    print(f"OK {label} {resources(compiled.asm['cubin'])}", flush=True)
+                except Exception as exc:  # report every kernel, then fail
+                    failures += 1
+                    print(f"FAIL {label} {type(exc).__name__}: {exc}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 90))
