@@ -20,12 +20,37 @@ from fastrnn.backends.problem import Problem
 from fastrnn.dispatch import BackendUnavailableError
 from fastrnn.testing import TOLERANCE, recurrence_inputs
 from parity import assert_close_lists, outputs_and_grads
-from test_backend_numba import _run_both, _valid
 from test_modules import make_hx, make_input_fn, twin_modules
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
 SCHEMES = ["persistent", "stepwise"]
+
+
+def _run_both(backend, cell, args, reverse):
+    """Forward and backward of ``backend`` and of the float64 reference on the same inputs
+    (contract order), with the same random output gradients. Returns
+    (fwd_ref, fwd, bwd_ref, bwd)."""
+    ref_args = {k: (v.double() if v is not None and v.is_floating_point() else v)
+                for k, v in args.items()}
+    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
+    fwd_ref = reference.forward(cell, *(ref_args[k] for k in order), reverse, True)
+    fwd = backend.forward(cell, *(args[k] for k in order), reverse, True)
+    gen = torch.Generator().manual_seed(7)
+    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
+    bwd_ref = reference.backward(cell, *grads, *(ref_args[k] for k in order[1:]), reverse,
+                                 fwd_ref[0], fwd_ref[3])
+    dtype = args["xg"].dtype
+    bwd = backend.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in order[1:]),
+                           reverse, fwd[0], fwd[3])
+    return fwd_ref, fwd, bwd_ref, bwd
+
+
+def _valid(lengths, seq_len, batch):
+    """(T, B) bool: steps where each sequence is running."""
+    if lengths is None:
+        return torch.ones(seq_len, batch, dtype=torch.bool)
+    return torch.arange(seq_len).view(-1, 1) < torch.as_tensor(lengths).view(1, -1)
 
 
 def _triton(dtype=torch.float64):
