@@ -15,7 +15,7 @@ def _info(_args) -> int:
 
     print(f"fastrnn {fastrnn.__version__}  python {platform.python_version()}  "
           f"torch {torch.__version__} (CUDA {torch.version.cuda or 'none'})")
-    for name in ("numba", "triton", "numpy", "scipy"):
+    for name in ("numba", "triton", "numpy"):
         try:
             module = __import__(name)
             print(f"  {name:8s} {module.__version__}")

@@ -1,8 +1,9 @@
 """The ``numba`` backend (CPU): the time loop of one layer-direction in ``@njit`` code.
 
 float32 and float64 run natively; float16/bfloat16 are computed in float32 and returned in
-their dtype. numba and scipy are imported on first use, never at ``import fastrnn``; every
-kernel is compiled on its first call and cached on disk (``cache=True``).
+their dtype. numba is imported on first use, never at ``import fastrnn``; every kernel is
+compiled on its first call and cached on disk (``cache=True``). Batch rows are split across
+up to ``torch.get_num_threads()`` threads (``threads.py``).
 Contract and shapes: see ``fastrnn.backends``.
 """
 from __future__ import annotations
@@ -20,9 +21,8 @@ def unsupported_reasons(problem: Problem) -> list[str]:
     reasons = []
     try:
         import numba  # noqa: F401
-        import scipy  # noqa: F401  (numba's np.dot calls SciPy's BLAS)
     except ImportError as exc:
-        reasons.append(f"numba: needs numba and scipy ({exc}); pip install numba scipy")
+        reasons.append(f"numba: needs numba ({exc}); pip install numba")
     if problem.device.type != "cpu":
         reasons.append(f"numba: runs on CPU tensors only, got device {problem.device}")
     if problem.dtype not in _NATIVE + _WIDENED:
@@ -33,9 +33,12 @@ def unsupported_reasons(problem: Problem) -> list[str]:
 
 def _loops():
     from fastrnn.backends.numba import loops  # compiles lazily, on first call of each kernel
-    from fastrnn.backends.numba.blas_threads import limit_scipy_blas_to_one_thread
-    limit_scipy_blas_to_one_thread()
     return loops
+
+
+def _run(kernel, args, batch):
+    from fastrnn.backends.numba.threads import run_on_rows
+    run_on_rows(kernel, args, batch)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -71,11 +74,11 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
         b = b_hn if b_hn is not None else torch.zeros(hidden, dtype=dtype)
         c = c0 if c0 is not None else torch.zeros((batch, 0), dtype=dtype)
         w_hr_t = w_hr.t() if w_hr is not None else torch.zeros((hidden, 1), dtype=dtype)
-        _loops().forward_loop(
+        _run(_loops().forward_loop, (
             _CELL_CODES[cell], _np(xg, dtype), _np(w_hh.t(), dtype), _np(b, dtype),
             _np(h0, dtype), _np(c, dtype), _np(w_hr_t, dtype), w_hr is not None,
             _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
-            h_n.numpy(), c_n.numpy(), ws.numpy())
+            h_n.numpy(), c_n.numpy(), ws.numpy()), batch)
         out = xg.dtype
         return (y.to(out), h_n.to(out),
                 c_n.to(out) if spec.has_cell_state else xg.new_empty(0),
@@ -101,14 +104,14 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         d_c0 = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
         zeros_c = torch.zeros((batch, 0), dtype=dtype)
         ws = workspace if workspace.numel() else torch.zeros((seq_len, batch, 0), dtype=dtype)
-        _loops().backward_loop(
+        _run(_loops().backward_loop, (
             _CELL_CODES[cell], _np(grad_y, dtype), _np(grad_hn, dtype),
             _np(grad_cn if spec.has_cell_state else zeros_c, dtype), _np(w_hh, dtype),
             _np(h0, dtype), _np(c0 if c0 is not None else zeros_c, dtype),
             _np(w_hr if w_hr is not None else torch.zeros((1, hidden), dtype=dtype), dtype),
             w_hr is not None, _lengths(lengths, seq_len, batch), bool(reverse), _np(y, dtype),
             _np(ws, dtype), d_xg.numpy(), d_hn_gru.numpy(), d_h_proj.numpy(), d_h0.numpy(),
-            d_c0.numpy())
+            d_c0.numpy()), batch)
         out = grad_y.dtype
         empty = grad_y.new_empty
         return (d_xg.to(out), d_hn_gru.to(out) if cell == "gru" else empty(0),
