@@ -4,13 +4,13 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import choose_backend
 from fastrnn.ops import recurrence_op
+from fastrnn.projection import input_projection
 
 
 def fold_biases(cell: str, b_ih: Optional[Tensor], b_hh: Optional[Tensor]):
@@ -47,7 +47,7 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
     """
     spec = cell_spec(cell)
     bias, b_hn = fold_biases(cell, b_ih, b_hh)
-    xg = F.linear(x, w_ih, bias)
+    xg = input_projection(x, w_ih, bias)
     hidden = w_hh.shape[0] // spec.num_gates
     problem = Problem(cell, xg.device, xg.dtype, xg.shape[0], xg.shape[1], hidden,
                       w_hr.shape[0] if w_hr is not None else 0, lengths is not None)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastrnn import reference
+from fastrnn import gemm, reference
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import load_backend
 
@@ -78,6 +78,9 @@ def _setup_context(ctx, inputs, output):
     cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = inputs
     y, _, _, ws = output
     ctx.cell, ctx.backend, ctx.reverse = cell, backend, reverse
+    # Outputs without a gradient arrive as None (handled in _backward) instead of zeros:
+    # autograd would otherwise fill a (T, B, 5H) zero tensor for the workspace every backward.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
 
 
@@ -135,11 +138,11 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
         d_pre_hh = torch.cat([d_xg[..., :2 * hidden], d_hn_gru], dim=-1)
         d_b_hn = d_hn_gru.sum(dim=(0, 1)) if b_hn is not None else None
     h_prev = _previous_states(y, h0, lengths, ctx.reverse)
-    d_w_hh = d_pre_hh.flatten(0, 1).t() @ h_prev.flatten(0, 1)
+    d_w_hh = gemm.matmul_tn(d_pre_hh.flatten(0, 1), h_prev.flatten(0, 1))
     d_w_hr = None
     if w_hr is not None:
         o, c_t = ws[..., 3 * hidden:4 * hidden], ws[..., 4 * hidden:5 * hidden]
-        d_w_hr = d_h_proj.flatten(0, 1).t() @ (o * torch.tanh(c_t)).flatten(0, 1)
+        d_w_hr = gemm.matmul_tn(d_h_proj.flatten(0, 1), (o * torch.tanh(c_t)).flatten(0, 1))
     return (None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0 if c0 is not None else None, d_w_hr,
             None, None, None)
 

@@ -8,6 +8,7 @@ Contract and shapes: see ``fastrnn.backends``.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from fastrnn.backends.problem import Problem
@@ -47,13 +48,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _np(t: torch.Tensor, dtype: torch.dtype):
     """A contiguous numpy view (no copy when already contiguous and of ``dtype``)."""
-    return t.detach().to(dtype).contiguous().numpy()
+    if t.dtype != dtype or not t.is_contiguous():  # (each call costs ~1 us; B=1 feels it)
+        t = t.to(dtype).contiguous()
+    return t.detach().numpy()
 
 
 def _lengths(lengths, seq_len, batch):
     if lengths is None:
-        return torch.full((batch,), seq_len, dtype=torch.int64).numpy()
-    return lengths.detach().to(torch.int64).contiguous().numpy()
+        return np.full(batch, seq_len, dtype=np.int64)
+    return _np(lengths, torch.int64)
 
 
 def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):

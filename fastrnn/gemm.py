@@ -1,0 +1,60 @@
+"""The large GEMMs outside the time loop (input projection; dx, dW, dW_hh in backward): which
+torch kernel runs them.
+
+On the CPU, ``torch.matmul`` / ``F.linear`` on float32 go to MKL, which on the AMD EPYC dev
+machine ran about 100 GFLOP/s per thread; oneDNN's inner product (``torch.ops.mkldnn.
+_linear_pointwise``, the kernel family torch.nn.LSTM itself runs through oneDNN's RNN) ran the
+same products about 2x faster: (1600,128) x (128,512): MKL 2.06 ms, oneDNN 0.89 ms, one thread.
+So CPU float32/bfloat16 products go to oneDNN when this torch has it, exact same math (fp32
+accumulation, no down-conversion); everything else (CUDA, float64, empty shapes, a torch
+without the op, under torch.compile where inductor picks its own kernels) uses torch.matmul.
+These functions are not differentiable through oneDNN: callers use them only where no graph
+is being built (see ``fastrnn.projection`` and ``fastrnn.ops``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _onednn_linear():
+    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if hasattr(torch.ops, "mkldnn") else None
+    return op if op is not None and torch.backends.mkldnn.is_available() else None
+
+
+_LINEAR = _onednn_linear()
+
+
+def uses_onednn(*tensors: Tensor) -> bool:
+    """Whether the products of these tensors go to oneDNN (see module docstring)."""
+    return (_LINEAR is not None and torch.backends.mkldnn.enabled
+            and not torch.compiler.is_compiling()
+            and all(t.device.type == "cpu" and t.dtype in _ONEDNN_DTYPES and t.numel() > 0
+                    for t in tensors))
+
+
+def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
+    """x (..., K) @ w (N, K)^T + b (N,) -> (..., N)."""
+    if uses_onednn(x, w) and (b is None or b.dtype == x.dtype):
+        return _LINEAR(x, w, b, "none", [], "")
+    return F.linear(x, w, b)
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    """a (..., K) @ b (K, N) -> (..., N)."""
+    if uses_onednn(a, b):
+        return _LINEAR(a, b.t().contiguous(), None, "none", [], "")
+    return a @ b
+
+
+def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
+    """a (M, K)^T @ b (M, N) -> (K, N): a sum of outer products over M rows (weight gradients)."""
+    if uses_onednn(a, b):
+        # oneDNN takes the transposed views without copies (measured: no slower than copying)
+        return _LINEAR(a.t(), b.t(), None, "none", [], "")
+    return a.t() @ b

@@ -1,0 +1,51 @@
+"""The input projection of one layer-direction, ``xg = x @ W_ih^T + bias`` for all steps at once,
+with a backward that runs its two GEMMs on ``fastrnn.gemm``'s fast kernels.
+
+With ``create_graph=True`` (double backward) the backward is written with differentiable
+torch ops instead, so higher derivatives stay exact.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fastrnn import gemm
+
+
+class _InputProjection(torch.autograd.Function):
+    @staticmethod
+    def forward(x, w, bias):
+        return gemm.linear(x, w, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, bias = inputs
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad
+        flat_grad = grad.reshape(-1, grad.shape[-1])
+        if torch.is_grad_enabled():  # create_graph: stay differentiable
+            d_x = grad @ w if need_x else None
+            d_w = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if need_w else None
+        else:
+            d_x = gemm.matmul(grad, w) if need_x else None
+            d_w = gemm.matmul_tn(flat_grad, x.reshape(-1, x.shape[-1])) if need_w else None
+        d_b = flat_grad.sum(0) if (need_b and ctx.has_bias) else None
+        return d_x, d_w, d_b
+
+
+def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """x (T, B, I) @ w (G*H, I)^T + bias (G*H,) -> (T, B, G*H).
+
+    Under torch.compile this is plain ``F.linear`` (inductor chooses its own kernels).
+    """
+    if torch.compiler.is_compiling() or not gemm.uses_onednn(x, w):
+        return F.linear(x, w, bias)
+    return _InputProjection.apply(x, w, bias)
