@@ -3,6 +3,8 @@ odd shapes, fp32 tolerance, half precision, reasons), module parity through the 
 with FASTRNN_BACKEND=triton, and a compile check of every kernel for sm_90 without a GPU.
 
 Without CUDA, conftest sets TRITON_INTERPRET=1: the same kernels run in Triton's interpreter.
+With CUDA the contract tests run on the GPU (fp32 with TF32 off, as the reference is exact);
+the module parity tests use CPU modules and so run only under the interpreter.
 """
 import os
 import subprocess
@@ -14,7 +16,7 @@ import torch
 from torch import nn
 
 import fastrnn
-from conftest import backend_or_skip
+from conftest import DEVICE, backend_or_skip
 from fastrnn import reference
 from fastrnn.backends.problem import Problem
 from fastrnn.dispatch import BackendUnavailableError
@@ -43,7 +45,9 @@ def _run_both(backend, cell, args, reverse):
     dtype = args["xg"].dtype
     bwd = backend.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in order[1:]),
                            reverse, fwd[0], fwd[3])
-    return fwd_ref, fwd, bwd_ref, bwd
+    def cpu(outs):
+        return tuple(t.cpu() for t in outs)
+    return cpu(fwd_ref), cpu(fwd), cpu(bwd_ref), cpu(bwd)
 
 
 def _valid(lengths, seq_len, batch):
@@ -53,8 +57,14 @@ def _valid(lengths, seq_len, batch):
     return torch.arange(seq_len).view(-1, 1) < torch.as_tensor(lengths).view(1, -1)
 
 
-def _triton(dtype=torch.float64):
-    backend_or_skip("triton", device="cpu", dtype=dtype)
+@pytest.fixture(autouse=True)
+def _no_tf32(monkeypatch):
+    # TF32 (cuDNN's default for fp32 on CUDA) would need its own tolerance: test IEEE fp32.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
+def _triton(dtype=torch.float64, device=DEVICE):
+    backend_or_skip("triton", device=device, dtype=dtype)
     from fastrnn.backends import triton
     return triton
 
@@ -90,7 +100,7 @@ def test_matches_reference(cell, shape, reverse, lengths, dtype, scheme):
     if lengths == "ragged":
         lengths = _ragged(seq_len, batch)
     args = recurrence_inputs(cell, seq_len, batch, hidden, lengths=lengths, dtype=dtype,
-                             seed=seq_len + hidden)
+                             device=DEVICE, seed=seq_len + hidden)
     fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
     tol = TOLERANCE[dtype]
     valid = _valid(lengths, seq_len, batch)
@@ -115,7 +125,7 @@ def test_several_tiles_in_both_directions(cell, scheme):
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(0, 5, (70,), generator=gen).tolist()
     lengths[3] = 4
-    args = recurrence_inputs(cell, 4, 70, 70, lengths=lengths, seed=3)
+    args = recurrence_inputs(cell, 4, 70, 70, lengths=lengths, device=DEVICE, seed=3)
     for reverse in (False, True):
         fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
         for got, want in zip(fwd[:3] + tuple(bwd), fwd_ref[:3] + tuple(bwd_ref)):
@@ -124,7 +134,7 @@ def test_several_tiles_in_both_directions(cell, scheme):
 
 def test_without_workspace_and_without_gru_bias():
     triton = _triton()
-    args = recurrence_inputs("gru", 4, 2, 6, bias=False, seed=5)
+    args = recurrence_inputs("gru", 4, 2, 6, bias=False, device=DEVICE, seed=5)
     order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
     y, h_n, c_n, ws = triton.forward("gru", *(args[k] for k in order), False, False)
     y_ref, h_ref, _, _ = reference.forward("gru", *(args[k] for k in order), False, False)
@@ -135,7 +145,7 @@ def test_without_workspace_and_without_gru_bias():
 
 def test_outputs_are_fresh_tensors():
     triton = _triton()
-    args = recurrence_inputs("lstm", 0, 2, 4, seed=1)  # T=0: h_n, c_n are copies of h0, c0
+    args = recurrence_inputs("lstm", 0, 2, 4, device=DEVICE, seed=1)  # T=0: h_n, c_n are copies of h0, c0
     order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
     outs = triton.forward("lstm", *(args[k] for k in order), False, True)
     torch.testing.assert_close(outs[1], args["h0"])
@@ -153,17 +163,18 @@ def _error(got, want):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_half_precision_within_twice_torchs_own_error(cell, dtype):
     triton = _triton(dtype)
-    args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype)
+    args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype, device=DEVICE)
     fwd_ref, fwd, bwd_ref, bwd = _run_both(triton, cell, args, False)
     # torch itself (the reference loop) in this dtype on the same rounded inputs
     order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
-    fwd_t = reference.forward(cell, *(args[k] for k in order), False, True)
+    fwd_t = [t.cpu() for t in reference.forward(cell, *(args[k] for k in order), False, True)]
     gen = torch.Generator().manual_seed(7)  # the gradients _run_both used
     grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
-    bwd_t = reference.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in order[1:]),
-                               False, fwd_t[0], fwd_t[3])
+    cpu_args = {k: (v.cpu() if v is not None else v) for k, v in args.items()}
+    bwd_t = reference.backward(cell, *(g.to(dtype) for g in grads),
+                               *(cpu_args[k] for k in order[1:]), False, fwd_t[0], fwd_t[3])
     eps = torch.finfo(dtype).eps
-    for got, theirs, want in zip(fwd[:3] + tuple(bwd), fwd_t[:3] + tuple(bwd_t),
+    for got, theirs, want in zip(fwd[:3] + tuple(bwd), tuple(fwd_t[:3]) + tuple(bwd_t),
                                  fwd_ref[:3] + tuple(bwd_ref)):
         if not want.numel():
             continue
@@ -180,17 +191,18 @@ def test_reasons():
                 has_lengths=False)
     meta = Problem(device=torch.device("meta"), **lstm)
     assert any("CUDA" in r for r in triton.unsupported_reasons(meta))
-    ints = Problem(**{**lstm, "dtype": torch.int32}, device=torch.device("cpu"))
+    here = torch.device(DEVICE)
+    ints = Problem(**{**lstm, "dtype": torch.int32}, device=here)
     assert any("dtype" in r for r in triton.unsupported_reasons(ints))
-    proj = Problem(**{**lstm, "proj": 2}, device=torch.device("cpu"))
+    proj = Problem(**{**lstm, "proj": 2}, device=here)
     reasons = triton.unsupported_reasons(proj)
     assert len(reasons) == 1 and "proj_size > 0 is not implemented" in reasons[0]
-    assert not triton.unsupported_reasons(Problem(**lstm, device=torch.device("cpu")))
+    assert not triton.unsupported_reasons(Problem(**lstm, device=here))
 
 
 def test_cpu_needs_the_interpreter(monkeypatch):
     triton = _triton()
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     cpu = Problem("gru", torch.device("cpu"), torch.float32, 2, 2, 4, 0, False)
     assert any("TRITON_INTERPRET=1" in r for r in triton.unsupported_reasons(cpu))
 
@@ -211,7 +223,7 @@ MODULE_CASES = [  # (kind, extra), layers, bidirectional, batch_first, bias, inp
 @pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0][0]}-L{c[1]}-"
                          f"{'bi' if c[2] else 'uni'}-{c[5]}-{'bias' if c[4] else 'nobias'}")
 def test_module_parity_float64(case, monkeypatch):
-    _triton()
+    _triton(device="cpu")
     monkeypatch.setenv("FASTRNN_BACKEND", "triton")
     (kind, extra), layers, bidir, batch_first, bias, input_kind, with_hx = case
     ref, fast = twin_modules(kind, extra, layers, bidir, batch_first, bias, "auto")
@@ -224,7 +236,7 @@ def test_module_parity_float64(case, monkeypatch):
 
 
 def test_lstm_projection_is_refused_by_name(monkeypatch):
-    _triton()
+    _triton(device="cpu")
     lstm = fastrnn.LSTM(4, 6, proj_size=3).double()
     monkeypatch.setenv("FASTRNN_BACKEND", "triton")
     with pytest.raises(BackendUnavailableError, match="proj_size > 0 is not implemented"):

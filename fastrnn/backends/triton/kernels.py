@@ -11,7 +11,9 @@ persistent  grid (batch tiles,): one program runs every step of its batch rows a
 stepwise    grid (batch tiles, hidden tiles), one launch per step (per phase in backward) from
             a Python loop: the kernel boundary is the barrier. Parallel over hidden tiles, so
             it fills the GPU when B is small and H large, at the cost of a launch per step.
-Pointers and shapes: see ``step.py``.
+Pointers and shapes: see ``step.py``. The step index ``t`` (and slot ``src``) of the stepwise
+kernels is not specialized: Triton would otherwise compile extra variants for t == 1 and for
+t divisible by 16.
 """
 import triton
 import triton.language as tl
@@ -42,7 +44,7 @@ def forward_persistent(xg, w, b_hn, lengths, y, ws, hbuf, cbuf, T, B, H,
         tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t", "src"])
 def forward_step(xg, w, b_hn, lengths, y, ws, hbuf, cbuf, t, src, B, H,
                  CELL: tl.constexpr, HAS_BHN: tl.constexpr, NEED_WS: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
@@ -79,7 +81,7 @@ def backward_persistent(grad_y, w, h0, c0, lengths, y, ws, d_xg, d_hn_gru, dhbuf
         tl.debug_barrier()
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])
 def backward_phase1(grad_y, w, h0, c0, lengths, y, ws, d_xg, d_hn_gru, dhbuf, dcbuf, t, T, B, H,
                     CELL: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr,
                     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
@@ -89,7 +91,7 @@ def backward_phase1(grad_y, w, h0, c0, lengths, y, ws, d_xg, d_hn_gru, dhbuf, dc
                          BLOCK_H)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])
 def backward_phase2(grad_y, w, lengths, ws, d_xg, d_hn_gru, dhbuf, t, B, H, CELL: tl.constexpr,
                     ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
                     BLOCK_K: tl.constexpr, USE_DOT: tl.constexpr, PRECISION: tl.constexpr):
