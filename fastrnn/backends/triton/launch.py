@@ -32,7 +32,10 @@ def interpreting(device: torch.device) -> bool:
 
 
 class Config:
-    """Compile-time choices for one call: block sizes, dot path, accumulation dtype."""
+    """Compile-time choices for one call: block sizes, dot path, accumulation dtype.
+
+    ``dtype``/``device`` of the tensors, ``batch`` = B, ``hidden`` = H.
+    """
 
     def __init__(self, dtype: torch.dtype, device: torch.device, batch: int, hidden: int):
         interp = interpreting(device)
@@ -64,15 +67,19 @@ class Config:
         self.hidden_tiles = triton.cdiv(hidden, self.block_h)
 
     def default_scheme(self, hidden: int) -> str:
+        """'stepwise' when H > 256 with fewer than 4 batch tiles, else 'persistent' (a guess
+        from launch-latency arithmetic, not yet measured on a GPU)."""
         if hidden > STEPWISE_MIN_HIDDEN and self.batch_tiles < STEPWISE_MAX_BATCH_TILES:
             return "stepwise"
         return "persistent"
 
     def common(self):
+        """Constexprs and launch options every kernel takes."""
         return dict(ACC=self.acc, BLOCK_B=self.block_b, BLOCK_H=self.block_h,
                     num_warps=self.num_warps)
 
     def product(self):
+        """Constexprs of the kernels that do a recurrent product (forward, backward phase 2)."""
         return dict(BLOCK_K=self.block_k, USE_DOT=self.use_dot, PRECISION=self.precision)
 
 
