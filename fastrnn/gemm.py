@@ -55,6 +55,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
     """a (M, K)^T @ b (M, N) -> (K, N): a sum of outer products over M rows (weight gradients)."""
     if uses_onednn(a, b):
-        # oneDNN takes the transposed views without copies (measured: no slower than copying)
-        return _LINEAR(a.t(), b.t(), None, "none", [], "")
+        # The inner product reduces over the contiguous dimension, so both operands are
+        # transposed (oneDNN copies them). Computing (b^T a)^T measured faster than a^T b:
+        # (1600,512)^T (1600,128), 2 threads: 0.61 ms vs 0.88 ms (MKL's a.t() @ b: 1.19 ms).
+        return _LINEAR(b.t(), a.t(), None, "none", [], "").t()
     return a.t() @ b

@@ -88,3 +88,38 @@ def test_reasons():
     assert any("CPU tensors only" in r for r in numba.unsupported_reasons(meta))
     ints = Problem("lstm", torch.device("cpu"), torch.int32, 2, 2, 4, 0, False)
     assert any("dtype" in r for r in numba.unsupported_reasons(ints))
+
+
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_relu", 0)])
+def test_thread_splits_give_identical_results(cell, proj, monkeypatch):
+    """Rows never interact, so one thread, torch's OpenMP team and our own pool must agree
+    bit for bit (B=11 with ragged lengths: ranges of 6 and 5 rows)."""
+    numba = _numba()
+    from fastrnn.backends.numba import omp
+    lengths = [11, 3, 0, 7, 11, 1, 5, 9, 2, 11, 4]
+    args = recurrence_inputs(cell, 11, 11, 6, proj=proj, lengths=lengths, dtype=torch.float32)
+    results = {}
+    threads = torch.get_num_threads()
+    modes = ["single", "pool"] + (["openmp"] if omp.available() else [])
+    try:
+        for mode in modes:
+            with monkeypatch.context() as patch:
+                if mode == "pool":
+                    patch.setattr(omp, "available", lambda: False)
+                torch.set_num_threads(1 if mode == "single" else 2)
+                results[mode] = _run_both(numba, cell, args, True)[1:4:2]
+    finally:
+        torch.set_num_threads(threads)
+    first = results[modes[0]]
+    for mode in modes[1:]:
+        for got, want in zip([*results[mode][0], *results[mode][1]], [*first[0], *first[1]]):
+            assert torch.equal(got, want), mode
+
+
+def test_openmp_bridge_found_on_linux_torch_with_openmp():
+    # where torch runs on libgomp (the Linux wheels), the loops must use its team, not a pool
+    from fastrnn.backends.numba import omp
+    if "OpenMP" not in torch.__config__.parallel_info() or "libgomp" not in open(
+            "/proc/self/maps").read():
+        pytest.skip("torch does not run on libgomp here")
+    assert omp.available()

@@ -32,14 +32,18 @@ def unsupported_reasons(problem: Problem) -> list[str]:
     return reasons
 
 
-def _loops():
-    from fastrnn.backends.numba import loops  # compiles lazily, on first call of each kernel
-    return loops
-
-
-def _run(kernel, args, batch):
-    from fastrnn.backends.numba.threads import run_on_rows
-    run_on_rows(kernel, args, batch)
+def _run(kind, args, batch):
+    """Run loop ``kind`` ('forward' | 'backward') over all rows, split across threads: on
+    torch's OpenMP team where possible (see omp.py), else on a pool of our own (threads.py)."""
+    from fastrnn.backends.numba import loops, omp, threads
+    kernel = loops.forward_loop if kind == "forward" else loops.backward_loop
+    ranges = threads.row_ranges(batch, torch.get_num_threads())
+    if len(ranges) == 1:
+        kernel(*args, 0, batch)
+    elif omp.available():
+        omp.run(kind, args, batch, len(ranges))
+    else:
+        threads.run_on_rows(kernel, args, batch)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -77,7 +81,7 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
         b = b_hn if b_hn is not None else torch.zeros(hidden, dtype=dtype)
         c = c0 if c0 is not None else torch.zeros((batch, 0), dtype=dtype)
         w_hr_t = w_hr.t() if w_hr is not None else torch.zeros((hidden, 1), dtype=dtype)
-        _run(_loops().forward_loop, (
+        _run("forward", (
             _CELL_CODES[cell], _np(xg, dtype), _np(w_hh.t(), dtype), _np(b, dtype),
             _np(h0, dtype), _np(c, dtype), _np(w_hr_t, dtype), w_hr is not None,
             _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
@@ -107,7 +111,7 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         d_c0 = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
         zeros_c = torch.zeros((batch, 0), dtype=dtype)
         ws = workspace if workspace.numel() else torch.zeros((seq_len, batch, 0), dtype=dtype)
-        _run(_loops().backward_loop, (
+        _run("backward", (
             _CELL_CODES[cell], _np(grad_y, dtype), _np(grad_hn, dtype),
             _np(grad_cn if spec.has_cell_state else zeros_c, dtype), _np(w_hh, dtype),
             _np(h0, dtype), _np(c0 if c0 is not None else zeros_c, dtype),
