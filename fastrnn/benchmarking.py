@@ -1,7 +1,8 @@
 """``fastrnn bench``: time fastrnn against torch.nn on the best device here and print ratios.
 
 Timing: warm-up calls first (they also absorb Numba's first-call compilation), then the
-median of ``--repeat`` calls; CUDA work is synchronized before each clock read.
+median of ``--repeat`` calls of each contender, interleaved torch / fastrnn; CUDA work is
+synchronized before each clock read.
 """
 from __future__ import annotations
 
@@ -96,18 +97,23 @@ def parse_shape(text: str):
     return text, (seq_len, batch, features, hidden, 1, False)
 
 
-def _median_ms(fn, repeat: int, device: str) -> float:
+def _median_ms_interleaved(fns, repeat: int, device: str) -> list[float]:
+    """Median wall time (ms) of each function, calls interleaved (a, b, a, b, ...) so that
+    every contender sees the same machine state (on a small shared VM, timings drift by 2x
+    within a minute; back-to-back blocks would compare different moments)."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(2):
-        fn()
+        for fn in fns:
+            fn()
     sync()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            sync()
+            out.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 def measure(cell: str, shape, dtype, device: str, backend: str, repeat: int) -> dict:
@@ -122,16 +128,23 @@ def measure(cell: str, shape, dtype, device: str, backend: str, repeat: int) -> 
     fast.load_state_dict(baseline.state_dict())
     x = torch.randn(seq_len, batch, features, device=device, dtype=dtype)
     x_grad = x.clone().requires_grad_()
-    result = {}
-    for label, module in (("torch", baseline), ("fastrnn", fast)):
-        def forward():
+
+    def forward(module):
+        def run():
             with torch.no_grad():
                 module(x)
+        return run
 
-        def train_step():
+    def train_step(module):
+        def run():
             module(x_grad)[0].sum().backward()
-        result[f"{label}_fwd_ms"] = _median_ms(forward, repeat, device)
-        result[f"{label}_fwdbwd_ms"] = _median_ms(train_step, repeat, device)
+        return run
+    result = {}
+    fwd = _median_ms_interleaved([forward(baseline), forward(fast)], repeat, device)
+    fwdbwd = _median_ms_interleaved([train_step(baseline), train_step(fast)], repeat, device)
+    for label, f, fb in zip(("torch", "fastrnn"), fwd, fwdbwd):
+        result[f"{label}_fwd_ms"] = f
+        result[f"{label}_fwdbwd_ms"] = fb
     result["ratio_fwd"] = result["fastrnn_fwd_ms"] / result["torch_fwd_ms"]
     result["ratio_fwdbwd"] = result["fastrnn_fwdbwd_ms"] / result["torch_fwdbwd_ms"]
     return result
