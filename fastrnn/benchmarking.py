@@ -1,8 +1,8 @@
 """``fastrnn bench``: time fastrnn against torch.nn on the best device here and print ratios.
 
 Timing: warm-up calls first (they also absorb Numba's first-call compilation), then the
-median of ``--repeat`` calls of each contender, interleaved torch / fastrnn; CUDA work is
-synchronized before each clock read.
+median over ``--repeat`` rounds that alternate torch / fastrnn (each round: one untimed and
+three timed calls of each); CUDA work is synchronized before each clock read.
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     parser.add_argument("--backend", default="auto", help="fastrnn backend to time (default auto)")
-    parser.add_argument("--repeat", type=int, default=5, help="timed calls per measurement")
+    parser.add_argument("--repeat", type=int, default=5,
+                        help="rounds per measurement (3 timed calls of each contender per round)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write results as JSON")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="write a PNG of speedups (needs matplotlib: the `bench` extra)")
@@ -97,10 +98,12 @@ def parse_shape(text: str):
     return text, (seq_len, batch, features, hidden, 1, False)
 
 
-def _median_ms_interleaved(fns, repeat: int, device: str) -> list[float]:
-    """Median wall time (ms) of each function, calls interleaved (a, b, a, b, ...) so that
-    every contender sees the same machine state (on a small shared VM, timings drift by 2x
-    within a minute; back-to-back blocks would compare different moments)."""
+def _median_ms_interleaved(fns, repeat: int, device: str, block: int = 3) -> list[float]:
+    """Median wall time (ms) of each function over ``repeat`` rounds; in each round every
+    function runs one untimed call then ``block`` timed calls back to back. Rounds alternate
+    between the contenders because timings on a small shared VM drift by up to 2x within a
+    minute; calls inside a round run back to back because alternating single calls measured
+    each side's cache and thread wake-up costs after the other's run instead of its own."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for _ in range(2):
         for fn in fns:
@@ -109,10 +112,13 @@ def _median_ms_interleaved(fns, repeat: int, device: str) -> list[float]:
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, out in zip(fns, times):
-            start = time.perf_counter()
             fn()
             sync()
-            out.append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                fn()
+                sync()
+                out.append(time.perf_counter() - start)
     return [statistics.median(t) * 1e3 for t in times]
 
 
