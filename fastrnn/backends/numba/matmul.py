@@ -6,10 +6,10 @@ one thread, float32, (16,128) @ (128,512), per call: MKL (torch's) 30 us, SciPy'
 37 us (what ``np.dot`` in Numba calls), this kernel 13-17 us; (64,512) @ (512,2048): MKL
 1.6 ms, this kernel 1.2-1.4 ms.
 
-How: 4 rows of ``a`` times 4 rows of ``b`` per pass over the output row. The innermost loop
-runs over contiguous columns, so LLVM vectorizes it; each pass loads 4 rows of ``b`` and 4 of
-``out`` for 16 fused multiply-adds per column, which keeps the FMA units (not the loads) the
-bottleneck. Written plainly on purpose: variants with column panels (for L2 reuse) or loops
+How: 8 (then 4, then 1) rows of ``a`` times 4 rows of ``b`` per pass over the output rows.
+The innermost loop runs over contiguous columns, so LLVM vectorizes it; each pass loads 4 rows
+of ``b`` and 8 of ``out`` for 32 fused multiply-adds per column, which keeps the FMA units
+(not the loads) the bottleneck. Written plainly on purpose: variants with column panels (for L2 reuse) or loops
 over ``range(j0, j1)`` measured 1.2-1.5x slower (Numba's negative-index handling and the
 shorter vector loops cost more than the cache misses they avoid).
 """
@@ -17,6 +17,52 @@ from numba import njit
 
 # reassoc lets LLVM vectorize the column loop's sums; no nnan/ninf: NaN/inf propagate.
 _OPTS = dict(inline="always", error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
+
+
+@njit(**_OPTS)
+def _eight_rows(a, b, out, r):
+    """out[r:r+8] += a[r:r+8] @ b: twice the rows of ``_four_rows`` per pass over b (b is
+    read from cache half as often; 8-20% faster where it applies, measured)."""
+    K = a.shape[1]
+    N = b.shape[1]
+    o0, o1, o2, o3 = out[r], out[r + 1], out[r + 2], out[r + 3]
+    o4, o5, o6, o7 = out[r + 4], out[r + 5], out[r + 6], out[r + 7]
+    k = 0
+    while k + 4 <= K:
+        a00, a01, a02, a03 = a[r, k], a[r, k + 1], a[r, k + 2], a[r, k + 3]
+        a10, a11, a12, a13 = a[r + 1, k], a[r + 1, k + 1], a[r + 1, k + 2], a[r + 1, k + 3]
+        a20, a21, a22, a23 = a[r + 2, k], a[r + 2, k + 1], a[r + 2, k + 2], a[r + 2, k + 3]
+        a30, a31, a32, a33 = a[r + 3, k], a[r + 3, k + 1], a[r + 3, k + 2], a[r + 3, k + 3]
+        a40, a41, a42, a43 = a[r + 4, k], a[r + 4, k + 1], a[r + 4, k + 2], a[r + 4, k + 3]
+        a50, a51, a52, a53 = a[r + 5, k], a[r + 5, k + 1], a[r + 5, k + 2], a[r + 5, k + 3]
+        a60, a61, a62, a63 = a[r + 6, k], a[r + 6, k + 1], a[r + 6, k + 2], a[r + 6, k + 3]
+        a70, a71, a72, a73 = a[r + 7, k], a[r + 7, k + 1], a[r + 7, k + 2], a[r + 7, k + 3]
+        b0 = b[k]
+        b1 = b[k + 1]
+        b2 = b[k + 2]
+        b3 = b[k + 3]
+        for j in range(N):
+            x0 = b0[j]
+            x1 = b1[j]
+            x2 = b2[j]
+            x3 = b3[j]
+            o0[j] += a00 * x0 + a01 * x1 + a02 * x2 + a03 * x3
+            o1[j] += a10 * x0 + a11 * x1 + a12 * x2 + a13 * x3
+            o2[j] += a20 * x0 + a21 * x1 + a22 * x2 + a23 * x3
+            o3[j] += a30 * x0 + a31 * x1 + a32 * x2 + a33 * x3
+            o4[j] += a40 * x0 + a41 * x1 + a42 * x2 + a43 * x3
+            o5[j] += a50 * x0 + a51 * x1 + a52 * x2 + a53 * x3
+            o6[j] += a60 * x0 + a61 * x1 + a62 * x2 + a63 * x3
+            o7[j] += a70 * x0 + a71 * x1 + a72 * x2 + a73 * x3
+        k += 4
+    while k < K:
+        bk = b[k]
+        for q in range(8):
+            aq = a[r + q, k]
+            o = out[r + q]
+            for j in range(N):
+                o[j] += aq * bk[j]
+        k += 1
 
 
 @njit(**_OPTS)
@@ -103,6 +149,9 @@ def matmul_into(a, b, out):
     M = a.shape[0]
     out[:, :] = 0
     r = 0
+    while r + 8 <= M:
+        _eight_rows(a, b, out, r)
+        r += 8
     while r + 4 <= M:
         _four_rows(a, b, out, r)
         r += 4
