@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import backend_or_skip
-from fastrnn import reference
 from fastrnn.backends.problem import Problem
+from contract import run_both, valid_steps
 from fastrnn.testing import TOLERANCE, recurrence_inputs
 
 CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 3), ("gru", 0)]
@@ -17,29 +17,6 @@ def _numba():
     backend_or_skip("numba", device="cpu")
     from fastrnn.backends import numba
     return numba
-
-
-def _run_both(backend, cell, args, reverse, dtype_ref=torch.float64):
-    ref_args = {k: (v.to(dtype_ref) if v is not None and v.is_floating_point() else v)
-                for k, v in args.items()}
-    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
-    fwd_ref = reference.forward(cell, *(ref_args[k] for k in order), reverse, True)
-    fwd = backend.forward(cell, *(args[k] for k in order), reverse, True)
-    gen = torch.Generator().manual_seed(7)
-    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
-    rest = ("w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
-    bwd_ref = reference.backward(cell, *grads, *(ref_args[k] for k in rest), reverse,
-                                 fwd_ref[0], fwd_ref[3])
-    dtype = args["xg"].dtype
-    bwd = backend.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in rest),
-                           reverse, fwd[0], fwd[3])
-    return fwd_ref, fwd, bwd_ref, bwd
-
-
-def _valid(lengths, seq_len, batch):
-    if lengths is None:
-        return torch.ones(seq_len, batch, dtype=torch.bool)
-    return torch.arange(seq_len).view(-1, 1) < torch.as_tensor(lengths).view(1, -1)
 
 
 @pytest.mark.parametrize("cell,proj", CASES)
@@ -56,9 +33,9 @@ def test_matches_reference(cell, proj, shape, reverse, lengths, dtype):
         lengths[-1] = 0 if batch > 1 else lengths[-1]
     args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
                              dtype=dtype, seed=seq_len + hidden)
-    fwd_ref, fwd, bwd_ref, bwd = _run_both(numba, cell, args, reverse)
+    fwd_ref, fwd, bwd_ref, bwd = run_both(numba, cell, args, reverse)
     tol = TOLERANCE[dtype]
-    valid = _valid(lengths, seq_len, batch)
+    valid = valid_steps(lengths, seq_len, batch)
     for got, want in zip(fwd[:3], fwd_ref[:3]):
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
     if fwd_ref[3].numel():
@@ -72,7 +49,7 @@ def test_matches_reference(cell, proj, shape, reverse, lengths, dtype):
 def test_half_precision_inputs_come_back_in_their_dtype(cell, dtype):
     numba = _numba()
     args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype)
-    fwd_ref, fwd, bwd_ref, bwd = _run_both(numba, cell, args, False)
+    fwd_ref, fwd, bwd_ref, bwd = run_both(numba, cell, args, False)
     # the reference sees the same rounded inputs: what differs is float32 compute and the
     # rounding of every output to 8 (bfloat16) or 11 (float16) significant bits, over 6 steps.
     tol = 4e-2 if dtype == torch.bfloat16 else 5e-3
@@ -107,7 +84,7 @@ def test_thread_splits_give_identical_results(cell, proj, monkeypatch):
                 if mode == "pool":
                     patch.setattr(omp, "available", lambda: False)
                 torch.set_num_threads(1 if mode == "single" else 2)
-                results[mode] = _run_both(numba, cell, args, True)[1:4:2]
+                results[mode] = run_both(numba, cell, args, True)[1:4:2]
     finally:
         torch.set_num_threads(threads)
     first = results[modes[0]]

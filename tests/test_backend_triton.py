@@ -20,6 +20,7 @@ from conftest import DEVICE, backend_or_skip
 from fastrnn import reference
 from fastrnn.backends.problem import Problem
 from fastrnn.dispatch import BackendUnavailableError
+from contract import run_both, valid_steps
 from fastrnn.testing import TOLERANCE, recurrence_inputs
 from parity import assert_close_lists, outputs_and_grads
 from test_modules import make_hx, make_input_fn, twin_modules
@@ -27,34 +28,6 @@ from test_modules import make_hx, make_input_fn, twin_modules
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
 SCHEMES = ["persistent", "stepwise"]
-
-
-def _run_both(backend, cell, args, reverse):
-    """Forward and backward of ``backend`` and of the float64 reference on the same inputs
-    (contract order), with the same random output gradients. Returns
-    (fwd_ref, fwd, bwd_ref, bwd)."""
-    ref_args = {k: (v.double() if v is not None and v.is_floating_point() else v)
-                for k, v in args.items()}
-    order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
-    fwd_ref = reference.forward(cell, *(ref_args[k] for k in order), reverse, True)
-    fwd = backend.forward(cell, *(args[k] for k in order), reverse, True)
-    gen = torch.Generator().manual_seed(7)
-    grads = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in fwd_ref[:3]]
-    bwd_ref = reference.backward(cell, *grads, *(ref_args[k] for k in order[1:]), reverse,
-                                 fwd_ref[0], fwd_ref[3])
-    dtype = args["xg"].dtype
-    bwd = backend.backward(cell, *(g.to(dtype) for g in grads), *(args[k] for k in order[1:]),
-                           reverse, fwd[0], fwd[3])
-    def cpu(outs):
-        return tuple(t.cpu() for t in outs)
-    return cpu(fwd_ref), cpu(fwd), cpu(bwd_ref), cpu(bwd)
-
-
-def _valid(lengths, seq_len, batch):
-    """(T, B) bool: steps where each sequence is running."""
-    if lengths is None:
-        return torch.ones(seq_len, batch, dtype=torch.bool)
-    return torch.arange(seq_len).view(-1, 1) < torch.as_tensor(lengths).view(1, -1)
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +43,7 @@ def _triton(dtype=torch.float64, device=DEVICE):
 
 
 class _Scheme:
-    """The backend with its launch scheme fixed, in the shape _run_both expects."""
+    """The backend with its launch scheme fixed, in the shape run_both expects."""
 
     def __init__(self, backend, scheme):
         self.backend, self.scheme = backend, scheme
@@ -101,9 +74,9 @@ def test_matches_reference(cell, shape, reverse, lengths, dtype, scheme):
         lengths = _ragged(seq_len, batch)
     args = recurrence_inputs(cell, seq_len, batch, hidden, lengths=lengths, dtype=dtype,
                              device=DEVICE, seed=seq_len + hidden)
-    fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
+    fwd_ref, fwd, bwd_ref, bwd = run_both(backend, cell, args, reverse)
     tol = TOLERANCE[dtype]
-    valid = _valid(lengths, seq_len, batch)
+    valid = valid_steps(lengths, seq_len, batch)
     for got, want in zip(fwd[:3], fwd_ref[:3]):
         assert got.dtype == dtype or not want.numel()
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
@@ -127,7 +100,7 @@ def test_several_tiles_in_both_directions(cell, scheme):
     lengths[3] = 4
     args = recurrence_inputs(cell, 4, 70, 70, lengths=lengths, device=DEVICE, seed=3)
     for reverse in (False, True):
-        fwd_ref, fwd, bwd_ref, bwd = _run_both(backend, cell, args, reverse)
+        fwd_ref, fwd, bwd_ref, bwd = run_both(backend, cell, args, reverse)
         for got, want in zip(fwd[:3] + tuple(bwd), fwd_ref[:3] + tuple(bwd_ref)):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-10)
 
@@ -164,7 +137,7 @@ def _error(got, want):
 def test_half_precision_within_twice_torchs_own_error(cell, dtype):
     triton = _triton(dtype)
     args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype, device=DEVICE)
-    fwd_ref, fwd, bwd_ref, bwd = _run_both(triton, cell, args, False)
+    fwd_ref, fwd, bwd_ref, bwd = run_both(triton, cell, args, False)
     # torch itself (the reference loop) in this dtype on the same rounded inputs
     order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
     fwd_t = [t.cpu() for t in reference.forward(cell, *(args[k] for k in order), False, True)]

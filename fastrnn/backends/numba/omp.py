@@ -131,11 +131,17 @@ def _rows(job):
 
 
 @njit(inline="always")
-def _run_forward(data, template):
-    job = carray(_int64_pointer(data), (_HEADER,))
-    size = job[7]
+def _open_job(data):
+    """(job array, lo, hi): the job's int64 words (its size is word 7) and this thread's rows."""
+    size = carray(_int64_pointer(data), (_HEADER,))[7]
     job = carray(_int64_pointer(data), (size,))
     lo, hi = _rows(job)
+    return job, lo, hi
+
+
+@njit(inline="always")
+def _run_forward(data, template):
+    job, lo, hi = _open_job(data)
     if lo >= hi:
         return
     ints = np.empty(0, dtype=np.int64)
@@ -157,10 +163,7 @@ def _run_forward(data, template):
 
 @njit(inline="always")
 def _run_backward(data, template):
-    job = carray(_int64_pointer(data), (_HEADER,))
-    size = job[7]
-    job = carray(_int64_pointer(data), (size,))
-    lo, hi = _rows(job)
+    job, lo, hi = _open_job(data)
     if lo >= hi:
         return
     ints = np.empty(0, dtype=np.int64)
