@@ -100,3 +100,26 @@ def test_openmp_bridge_found_on_linux_torch_with_openmp():
             "/proc/self/maps").read():
         pytest.skip("torch does not run on libgomp here")
     assert omp.available()
+
+
+def test_concurrent_calls_from_python_threads():
+    # each calling thread gets its own OpenMP team (or pool work): results must not mix
+    _numba()
+    import threading
+
+    import fastrnn
+    torch.manual_seed(0)
+    module = fastrnn.LSTM(8, 8, backend="numba")
+    inputs = [torch.randn(5, 16, 8) for _ in range(4)]
+    expected = [module(x)[0] for x in inputs]
+    got = {}
+
+    def run(i):
+        got[i] = module(inputs[i])[0]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        assert torch.equal(got[i], expected[i])
