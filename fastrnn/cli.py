@@ -21,6 +21,14 @@ def _info(_args) -> int:
             print(f"  {name:8s} {module.__version__}")
         except Exception as exc:  # optional packages: say why they are missing
             print(f"  {name:8s} not importable ({type(exc).__name__}: {exc})")
+    try:
+        from fastrnn.backends.numba import omp
+        where = ("torch's OpenMP team" if omp.available()
+                 else "a thread pool of fastrnn's (torch does not run on libgomp here)")
+        print(f"  numba loops: batch rows split over up to {torch.get_num_threads()} threads "
+              f"(torch.get_num_threads()) on {where}")
+    except ImportError:
+        pass
     devices = ["cpu"] + ([f"cuda:{i}" for i in range(torch.cuda.device_count())]
                          if torch.cuda.is_available() else [])
     for device in devices:
