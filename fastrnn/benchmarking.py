@@ -98,7 +98,7 @@ def parse_shape(text: str):
     return text, (seq_len, batch, features, hidden, 1, False)
 
 
-def _median_ms_interleaved(fns, repeat: int, device: str, block: int = 3) -> list[float]:
+def _median_ms_in_rounds(fns, repeat: int, device: str, block: int = 3) -> list[float]:
     """Median wall time (ms) of each function over ``repeat`` rounds; in each round every
     function runs one untimed call then ``block`` timed calls back to back. Rounds alternate
     between the contenders because timings on a small shared VM drift by up to 2x within a
@@ -146,8 +146,8 @@ def measure(cell: str, shape, dtype, device: str, backend: str, repeat: int) -> 
             module(x_grad)[0].sum().backward()
         return run
     result = {}
-    fwd = _median_ms_interleaved([forward(baseline), forward(fast)], repeat, device)
-    fwdbwd = _median_ms_interleaved([train_step(baseline), train_step(fast)], repeat, device)
+    fwd = _median_ms_in_rounds([forward(baseline), forward(fast)], repeat, device)
+    fwdbwd = _median_ms_in_rounds([train_step(baseline), train_step(fast)], repeat, device)
     for label, f, fb in zip(("torch", "fastrnn"), fwd, fwdbwd):
         result[f"{label}_fwd_ms"] = f
         result[f"{label}_fwdbwd_ms"] = fb

@@ -26,8 +26,10 @@ _TN_ONEDNN_MIN_MACS = 4_000_000
 
 
 def _onednn_linear():
-    op = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if hasattr(torch.ops, "mkldnn") else None
-    return op if op is not None and torch.backends.mkldnn.is_available() else None
+    """torch's oneDNN inner product op, or None where this torch build lacks it."""
+    if not (hasattr(torch.ops, "mkldnn") and torch.backends.mkldnn.is_available()):
+        return None
+    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
 
 
 _LINEAR = _onednn_linear()

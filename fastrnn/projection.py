@@ -44,8 +44,9 @@ class _InputProjection(torch.autograd.Function):
 def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     """x (T, B, I) @ w (G*H, I)^T + bias (G*H,) -> (T, B, G*H).
 
-    Under torch.compile this is plain ``F.linear`` (inductor chooses its own kernels).
+    Plain ``F.linear`` wherever ``fastrnn.gemm`` would not use oneDNN anyway (CUDA, float64,
+    under torch.compile where inductor chooses its own kernels).
     """
-    if torch.compiler.is_compiling() or not gemm.uses_onednn(x, w):
+    if not gemm.uses_onednn(x, w):
         return F.linear(x, w, bias)
     return _InputProjection.apply(x, w, bias)

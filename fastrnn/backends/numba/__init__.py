@@ -3,7 +3,8 @@
 float32 and float64 run natively; float16/bfloat16 are computed in float32 and returned in
 their dtype. numba is imported on first use, never at ``import fastrnn``; every kernel is
 compiled on its first call and cached on disk (``cache=True``). Batch rows are split across
-up to ``torch.get_num_threads()`` threads (``threads.py``).
+up to ``torch.get_num_threads()`` threads: torch's own OpenMP team (``omp.py``), or a thread
+pool where torch does not run on libgomp (``threads.py``).
 Contract and shapes: see ``fastrnn.backends``.
 """
 from __future__ import annotations
