@@ -123,3 +123,22 @@ def test_concurrent_calls_from_python_threads():
         t.join()
     for i in range(4):
         assert torch.equal(got[i], expected[i])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rows", [1, 3, 4, 8, 13])
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 5), (130, 520), (64, 1100)])
+def test_register_blocked_matmul(dtype, rows, k, n):
+    """matmul.matmul against numpy in float64: 8/4/1-row blocks, k not a multiple of 4, and
+    n spanning several column panels with a partial last one (PANEL = 512)."""
+    _numba()
+    import numpy as np
+    from fastrnn.backends.numba import matmul
+    rng = np.random.default_rng(rows * 1000 + k + n)
+    a = rng.standard_normal((rows, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.full((rows, n), np.nan, dtype=dtype)
+    matmul.matmul(a, b, out)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-4 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol * np.sqrt(k))

@@ -59,6 +59,15 @@ def _add_into(dst, src):
 
 
 @njit(**_INLINE)
+def _copy(dst, src):
+    """dst[:] = src for 1-D rows. Numba's slice assignment checks the two for overlap and
+    goes through a generic path: it made the LSTM workspace stores (5H floats per row and
+    step) cost as much as the per-step matmul at B=64, H=512."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@njit(**_INLINE)
 def _sigmoid_inplace(a):
     for j in range(a.shape[0]):
         a[j] = sigmoid(a[j])
@@ -190,24 +199,24 @@ def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reve
             elif cell == LSTM:
                 _lstm_row(g, x, c[b], m[b], H)
                 if need_ws:
-                    ws[t, row, :4 * H] = g
-                    ws[t, row, 4 * H:] = c[b]
+                    _copy(ws[t, row, :4 * H], g)
+                    _copy(ws[t, row, 4 * H:], c[b])
                 if not has_proj:
-                    h[b, :] = m[b]
-                    y[t, row, :] = m[b]
+                    _copy(h[b], m[b])
+                    _copy(y[t, row], m[b])
             else:
                 _gru_row(g, x, b_hn, h[b], n, H)
-                y[t, row, :] = h[b]
+                _copy(y[t, row], h[b])
                 if need_ws:
-                    ws[t, row, :2 * H] = g[:2 * H]
-                    ws[t, row, 2 * H:3 * H] = n
-                    ws[t, row, 3 * H:] = g[2 * H:]
+                    _copy(ws[t, row, :2 * H], g[:2 * H])
+                    _copy(ws[t, row, 2 * H:3 * H], n)
+                    _copy(ws[t, row, 3 * H:], g[2 * H:])
         if has_proj:
             matmul_into(m, w_hr_t, hp)
             for b in range(rows):
                 if t < lengths[lo + b]:
-                    h[b, :] = hp[b]
-                    y[t, lo + b, :] = hp[b]
+                    _copy(h[b], hp[b])
+                    _copy(y[t, lo + b], hp[b])
     h_n[lo:hi, :] = h
     c_n[lo:hi, :] = c
 
@@ -244,7 +253,8 @@ def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, 
                 for k in range(width):
                     d_h_proj[t, lo + b, k] = dht[b, k] if valid else 0.0
         elif cell == LSTM:
-            dm[:, :] = dht
+            for b in range(rows):
+                _copy(dm[b], dht[b])
         for b in range(rows):
             row = lo + b
             dx = d_xg[t, row]
