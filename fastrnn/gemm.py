@@ -26,10 +26,12 @@ _TN_ONEDNN_MIN_MACS = 4_000_000
 
 
 def _onednn_linear():
-    """torch's oneDNN inner product op, or None where this torch build lacks it."""
+    """torch's oneDNN inner product op (its overload, called directly: the packet would
+    resolve the overload on every call), or None where this torch build lacks it."""
     if not (hasattr(torch.ops, "mkldnn") and torch.backends.mkldnn.is_available()):
         return None
-    return getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    packet = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    return None if packet is None else getattr(packet, "default", None)
 
 
 _LINEAR = _onednn_linear()
@@ -53,7 +55,9 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a (..., K) @ b (K, N) -> (..., N)."""
     if uses_onednn(a, b):
-        return _LINEAR(a, b.t().contiguous(), None, "none", [], "")
+        # b.t() goes in as a strided weight: oneDNN reorders it itself, faster than a
+        # .contiguous() copy first ((1600,512) @ (512,128), 2 threads: 43 vs 55 us, measured).
+        return _LINEAR(a, b.t(), None, "none", [], "")
     return a @ b
 
 
