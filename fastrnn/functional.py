@@ -9,7 +9,7 @@ from torch import Tensor
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import choose_backend
-from fastrnn.ops import recurrence_op
+from fastrnn.ops import recurrence
 from fastrnn.projection import input_projection
 
 
@@ -54,7 +54,7 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
     name = choose_backend(backend, problem)
     need_workspace = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (xg, w_hh, b_hn, h0, c0, w_hr))
-    y, h_n, c_n, _ = recurrence_op(
+    y, h_n, c_n, _ = recurrence(
         cell, name, xg.contiguous(), w_hh.contiguous(),
         None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
         None if c0 is None else c0.contiguous(), None if w_hr is None else w_hr.contiguous(),

@@ -37,6 +37,11 @@ def recurrence_op(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optio
                   lengths: Optional[Tensor], reverse: bool,
                   need_workspace: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Forward time loop of one layer-direction on ``backend``: returns (y, h_n, c_n, workspace)."""
+    return _forward_impl(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                         need_workspace)
+
+
+def _forward_impl(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
     y, h_n, c_n, ws = load_backend(backend).forward(
         cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace)
     if not need_workspace:
@@ -56,6 +61,12 @@ def recurrence_backward_op(cell: str, backend: str, grad_y: Tensor, grad_hn: Ten
                            lengths: Optional[Tensor], reverse: bool, y: Tensor,
                            workspace: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Reverse time loop: returns (d_xg, d_hn_gru, d_h_proj, d_h0, d_c0), see fastrnn.backends."""
+    return _backward_impl(cell, backend, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr,
+                          lengths, reverse, y, workspace)
+
+
+def _backward_impl(cell, backend, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths,
+                   reverse, y, workspace):
     return tuple(load_backend(backend).backward(
         cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y, workspace))
 
@@ -78,6 +89,7 @@ def _setup_context(ctx, inputs, output):
     cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = inputs
     y, _, _, ws = output
     ctx.cell, ctx.backend, ctx.reverse = cell, backend, reverse
+    ctx.eager = False  # backward through the custom op (see _EagerRecurrence for True)
     # Outputs without a gradient arrive as None (handled in _backward) instead of zeros:
     # autograd would otherwise fill a (T, B, 5H) zero tensor for the workspace every backward.
     ctx.set_materialize_grads(False)
@@ -126,7 +138,8 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
     if torch.is_grad_enabled():
         d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr = _double_backward(ctx, (grad_y, grad_hn, grad_cn))
         return None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr, None, None, None
-    d_xg, d_hn_gru, d_h_proj, d_h0, d_c0 = recurrence_backward_op(
+    run_backward = _backward_impl if ctx.eager else recurrence_backward_op
+    d_xg, d_hn_gru, d_h_proj, d_h0, d_c0 = run_backward(
         ctx.cell, ctx.backend, grad_y.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(),
         w_hh, b_hn, h0, c0, w_hr, lengths, ctx.reverse, y, ws)
     # Hoisted GEMMs over all T*B rows (the part a kernel should not do step by step).
@@ -148,3 +161,52 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
 
 
 recurrence_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerRecurrence(torch.autograd.Function):
+    """``fastrnn::recurrence`` with its autograd, minus torch.library's per-call Python
+    dispatch: same kernels, same saved tensors, same backward formula (``_backward``).
+
+    Why: the custom op's Python layers (schema binding, dispatch, its autograd wrapper, twice
+    per forward+backward) measured ~80 us per LSTM forward+backward on the CPU dev machine,
+    about 10% of the whole call at B=1, H=64. ``recurrence`` takes this path only in plain
+    eager mode; tracing, compiling, exporting, dispatch modes and functorch see the op.
+    """
+
+    @staticmethod
+    def forward(*args):
+        return _forward_impl(*args)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+        ctx.eager = True
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _backward(ctx, *grads)
+
+
+def _plain_eager(tensors) -> bool:
+    """Whether nothing but eager autograd will see this call (no compile, trace, export,
+    dispatch or function mode, functorch transform, or tensor subclass)."""
+    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
+            and not torch._C._are_functorch_transforms_active()
+            and torch._C._len_torch_dispatch_stack() == 0
+            and not torch._C._is_torch_function_mode_enabled()
+            and all(type(t) is Tensor for t in tensors if t is not None))
+
+
+def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
+               h0: Tensor, c0: Optional[Tensor], w_hr: Optional[Tensor],
+               lengths: Optional[Tensor], reverse: bool,
+               need_workspace: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``fastrnn::recurrence`` (same arguments and results), run through ``_EagerRecurrence``
+    in plain eager mode and through the registered custom op everywhere else."""
+    args = (cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace)
+    tensors = (xg, w_hh, b_hn, h0, c0, w_hr, lengths)
+    if not _plain_eager(tensors):
+        return recurrence_op(*args)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+        return _forward_impl(*args)  # no graph to record
+    return _EagerRecurrence.apply(*args)

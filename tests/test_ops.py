@@ -1,11 +1,14 @@
-"""torch.library checks of the custom ops, and torch.compile(fullgraph=True) of a model."""
+"""torch.library checks of the custom ops, the eager path beside them (``fastrnn.ops.recurrence``),
+and torch.compile(fullgraph=True) of a model."""
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
 from conftest import backend_or_skip
-from fastrnn.ops import recurrence_backward_op, recurrence_op
+from fastrnn import ops
+from fastrnn.ops import recurrence, recurrence_backward_op, recurrence_op
 from fastrnn.testing import recurrence_inputs
 
 CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 2), ("gru", 0)]
@@ -40,6 +43,53 @@ def test_opcheck_backward_op(backend, cell, proj):
     torch.library.opcheck(recurrence_backward_op,
                           (cell, backend, *grads, *detach, lengths, reverse, y, ws),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+def _outputs_and_grads(fn, args):
+    y, h_n, c_n, _ = fn(*args)
+    gen = torch.Generator().manual_seed(2)
+    outs = [t for t in (y, h_n, c_n) if t.numel()]
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in outs)
+    leaves = [t for t in args if isinstance(t, torch.Tensor) and t.requires_grad]
+    return outs + list(torch.autograd.grad(loss, leaves))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("cell,proj", CASES)
+def test_eager_path_equals_custom_op(backend, cell, proj):
+    """recurrence() in plain eager mode runs _EagerRecurrence, not the op: outputs and
+    gradients are bit-identical to the custom op's, lengths and reverse included."""
+    backend_or_skip(backend, device="cpu", cell=cell)
+    args = _args(cell, proj, backend, [4, 1, 3], True, dtype=torch.float32)
+    assert ops._plain_eager([t for t in args if isinstance(t, torch.Tensor)])
+    via_op = _outputs_and_grads(recurrence_op, args)
+    eager = _outputs_and_grads(recurrence, args)
+    assert len(via_op) == len(eager)
+    for a, b in zip(via_op, eager):
+        assert torch.equal(a, b)
+
+
+class _OpRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_dispatch_modes_see_the_custom_op():
+    """Outside plain eager mode (here under a dispatch mode) the module runs the registered
+    custom ops, forward and backward, so modes, tracing and compilers see them."""
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(3, 4, backend="numba")
+    x = torch.randn(5, 2, 3)
+    with _OpRecorder() as recorder:
+        out, _ = lstm(x)
+        out.sum().backward()
+    assert "fastrnn.recurrence.default" in recorder.ops
+    assert "fastrnn.recurrence_backward.default" in recorder.ops
 
 
 class _Tagger(nn.Module):
