@@ -173,18 +173,22 @@ class _EagerRecurrence(torch.autograd.Function):
     eager mode; tracing, compiling, exporting, dispatch modes and functorch see the op.
     """
 
+    # forward(ctx, ...) without a separate setup_context on purpose: Function.apply binds the
+    # arguments through inspect.signature on every call when setup_context is defined (~20 us).
+    # Functorch, which needs setup_context, never reaches this class (see _plain_eager).
     @staticmethod
-    def forward(*args):
-        return _forward_impl(*args)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        _setup_context(ctx, inputs, output)
+    def forward(ctx, *args):
+        output = _forward_impl(*args)
+        _setup_context(ctx, args, output)
         ctx.eager = True
+        return output
 
     @staticmethod
     def backward(ctx, *grads):
         return _backward(ctx, *grads)
+
+
+_PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # exactly these: subclasses (fakes, DTensor) take the op
 
 
 def _plain_eager(tensors) -> bool:
@@ -194,7 +198,7 @@ def _plain_eager(tensors) -> bool:
             and not torch._C._are_functorch_transforms_active()
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._is_torch_function_mode_enabled()
-            and all(type(t) is Tensor for t in tensors if t is not None))
+            and all(type(t) in _PLAIN_TYPES for t in tensors if t is not None))
 
 
 def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],

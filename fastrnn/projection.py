@@ -16,15 +16,14 @@ from fastrnn import gemm
 
 
 class _InputProjection(torch.autograd.Function):
+    # forward(ctx, ...) without a separate setup_context on purpose: Function.apply binds the
+    # arguments through inspect.signature on every call when setup_context is defined (~20 us).
+    # Functorch transforms need setup_context: input_projection routes them to F.linear.
     @staticmethod
-    def forward(x, w, bias):
-        return gemm.linear(x, w, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        x, w, bias = inputs
+    def forward(ctx, x, w, bias):
         ctx.save_for_backward(x, w)
         ctx.has_bias = bias is not None
+        return gemm.linear(x, w, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -45,8 +44,9 @@ def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     """x (T, B, I) @ w (G*H, I)^T + bias (G*H,) -> (T, B, G*H).
 
     Plain ``F.linear`` wherever ``fastrnn.gemm`` would not use oneDNN anyway (CUDA, float64,
-    under torch.compile where inductor chooses its own kernels).
+    under torch.compile where inductor chooses its own kernels), and under functorch
+    transforms (torch.func), which this autograd.Function does not support.
     """
-    if not gemm.uses_onednn(x, w):
+    if not gemm.uses_onednn(x, w) or torch._C._are_functorch_transforms_active():
         return F.linear(x, w, bias)
     return _InputProjection.apply(x, w, bias)
