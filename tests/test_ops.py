@@ -69,6 +69,21 @@ def test_eager_path_equals_custom_op(backend, cell, proj):
         assert torch.equal(a, b)
 
 
+def test_plain_eager_module_skips_the_op_dispatch(monkeypatch):
+    """A module call in plain eager mode (parameters, requires_grad input) runs the eager
+    path forward and backward: the custom ops are never entered."""
+    def entered(*args):
+        raise AssertionError("custom op entered in plain eager mode")
+    monkeypatch.setattr(ops, "recurrence_op", entered)
+    monkeypatch.setattr(ops, "recurrence_backward_op", entered)
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(3, 4, backend="numba")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = lstm(x)
+    out.sum().backward()
+    assert x.grad is not None and lstm.weight_hh_l0.grad is not None
+
+
 class _OpRecorder(TorchDispatchMode):
     def __init__(self):
         super().__init__()
