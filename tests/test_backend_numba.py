@@ -127,10 +127,11 @@ def test_concurrent_calls_from_python_threads():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 3, 4, 8, 13])
-@pytest.mark.parametrize("k,n", [(1, 1), (7, 5), (130, 520), (64, 1100)])
+@pytest.mark.parametrize("k,n", [(1, 1), (7, 5), (130, 520), (64, 1100), (1030, 70)])
 def test_register_blocked_matmul(dtype, rows, k, n):
-    """matmul.matmul against numpy in float64: 8/4/1-row blocks, k not a multiple of 4, and
-    n spanning several column panels with a partial last one (PANEL = 512)."""
+    """matmul.matmul against numpy in float64: register tiles (2 and 3 vectors per row, n >=
+    WIDE = 1024 for 3) with their leftover columns and rows, 8/4/1-row kernels, k not a
+    multiple of 4 and k > DEEPEST = 1024 (no tiles), n spanning several column panels."""
     _numba()
     import numpy as np
     from fastrnn.backends.numba import matmul

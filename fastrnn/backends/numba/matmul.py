@@ -6,7 +6,10 @@ one thread, float32, (16,128) @ (128,512), per call: MKL (torch's) 30 us, SciPy'
 37 us (what ``np.dot`` in Numba calls), this kernel 13-17 us; (64,512) @ (512,2048): MKL
 1.6 ms, this kernel 1.2-1.4 ms.
 
-How: 8 (then 4, then 1) rows of ``a`` times 4 rows of ``b`` per pass over the output rows.
+How: whole blocks of 8 rows go through register tiles written in LLVM IR (``vector_tile.py``:
+the accumulators stay in registers over the whole k loop); what they leave (the last M % 8
+rows, columns short of a whole tile, k > DEEPEST) goes through the plain kernels below.
+Plain kernels: 8 (then 4, then 1) rows of ``a`` times 4 rows of ``b`` per pass over the output rows.
 The innermost loop runs over contiguous columns, so LLVM vectorizes it; each pass loads 4 rows
 of ``b`` and 8 of ``out`` for 32 fused multiply-adds per column, which keeps the FMA units
 (not the loads) the bottleneck. Wide outputs are done in column panels of PANEL columns, each
@@ -17,9 +20,18 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 """
 from numba import njit
 
+from .vector_tile import ROWS, tile_2, tile_3
+
 # Output columns per panel: 8 rows of a panel of ``out`` (16 KB in float32) stay in L1 over
 # the whole k loop, and its block of b (K x PANEL) in L2 across row blocks.
 PANEL = 512
+# Outputs at least this wide (elements) use 3-vector tiles first: fewer loads per FMA, measured
+# faster from N=1024 on; narrower ones use 2-vector tiles (the 3-vector remainder was costly).
+WIDE = 1024
+# Tiles read b as a strip of K rows, each a strided vector or two: past this depth the plain
+# kernels' contiguous row streams measured faster ((64,2048) @ (2048,512): tiles 115 ms vs
+# 103 ms per 100 steps, one thread; at K=1024 tiles still won, 36 vs 48 us per call).
+DEEPEST = 1024
 # reassoc lets LLVM vectorize the column loop's sums; no nnan/ninf: NaN/inf propagate.
 _OPTS = dict(inline="always", error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
 
@@ -149,17 +161,56 @@ def _one_row(a, b, out, r, j0, j1):
 
 
 @njit(**_OPTS)
+def _register_tiles(a, b, out, m8):
+    """Rows [0, m8) of out, in whole register tiles (vector_tile.py) of 3 vectors per row where
+    the output is wide, then 2; returns the first column they left to the plain kernels.
+    Nothing is done here for K > DEEPEST or rows that are not contiguous."""
+    size = a.itemsize
+    K = a.shape[1]
+    if (K > DEEPEST or a.strides[1] != size or b.strides[1] != size
+            or out.strides[1] != size):
+        return 0
+    N = b.shape[1]
+    width = 64 // size  # elements per 512-bit register
+    lda = a.strides[0] // size
+    ldb = b.strides[0] // size
+    ldo = out.strides[0] // size
+    a0 = a.ctypes.data
+    b0 = b.ctypes.data
+    o0 = out.ctypes.data
+    j0 = 0
+    if N >= WIDE:
+        while j0 + 3 * width <= N:
+            for r in range(0, m8, ROWS):
+                tile_3(a, a0 + r * lda * size, lda, b0 + j0 * size, ldb,
+                       o0 + (r * ldo + j0) * size, ldo, K)
+            j0 += 3 * width
+    while j0 + 2 * width <= N:
+        for r in range(0, m8, ROWS):
+            tile_2(a, a0 + r * lda * size, lda, b0 + j0 * size, ldb,
+                   o0 + (r * ldo + j0) * size, ldo, K)
+        j0 += 2 * width
+    return j0
+
+
+@njit(**_OPTS)
 def matmul_into(a, b, out):
-    """out (M,N) = a (M,K) @ b (K,N); C-contiguous, one float dtype; out must not alias a/b."""
+    """out (M,N) = a (M,K) @ b (K,N); rows contiguous, one float dtype; out must not alias a/b.
+
+    Whole 8-row blocks go through register tiles; the columns those leave over and the last
+    M % 8 rows go through the plain 8/4/1-row kernels, in column panels."""
     M = a.shape[0]
     N = b.shape[1]
     out[:, :] = 0
+    m8 = M - M % ROWS
+    done = _register_tiles(a, b, out, m8) if m8 > 0 else 0
+    for j0 in range(done, N, PANEL):
+        j1 = min(j0 + PANEL, N)
+        for r in range(0, m8, 8):
+            _eight_rows(a, b, out, r, j0, j1)
     for j0 in range(0, N, PANEL):
         j1 = min(j0 + PANEL, N)
-        r = 0
-        while r + 8 <= M:
-            _eight_rows(a, b, out, r, j0, j1)
-            r += 8
+        r = m8
         while r + 4 <= M:
             _four_rows(a, b, out, r, j0, j1)
             r += 4
