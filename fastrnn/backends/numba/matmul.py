@@ -193,7 +193,9 @@ def _register_tiles(a, b, out, m8):
     return j0
 
 
-@njit(**_OPTS)
+# Not inlined (unlike the kernels it calls): its callers stay small, and each of its few
+# signatures compiles once; inlined at every call site the first-call compile took ~2x longer.
+@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
 def matmul_into(a, b, out):
     """out (M,N) = a (M,K) @ b (K,N); rows contiguous, one float dtype; out must not alias a/b.
 
