@@ -6,6 +6,8 @@ implementations and autograd.
 autograd formula turns those into gradients of every input with large GEMMs over all steps
 (the hoisted part of backward). Higher-order gradients (create_graph=True) are taken through
 the differentiable reference recurrence, recomputed from the saved inputs.
+``recurrence`` is what the layers call: the op wherever something may trace or intercept it,
+and the same kernels and formula through a plain autograd.Function in plain eager mode.
 Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,H), w_hr (P,H).
 """
 from __future__ import annotations
