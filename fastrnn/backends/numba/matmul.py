@@ -20,7 +20,7 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 """
 from numba import njit
 
-from .vector_tile import ROWS, tile_2, tile_3
+from .vector_tile import AVAILABLE as TILES, ROWS, tile_2, tile_3
 
 # Output columns per panel: 8 rows of a panel of ``out`` (16 KB in float32) stay in L1 over
 # the whole k loop, and its block of b (K x PANEL) in L2 across row blocks.
@@ -164,10 +164,10 @@ def _one_row(a, b, out, r, j0, j1):
 def _register_tiles(a, b, out, m8):
     """Rows [0, m8) of out, in whole register tiles (vector_tile.py) of 3 vectors per row where
     the output is wide, then 2; returns the first column they left to the plain kernels.
-    Nothing is done here for K > DEEPEST or rows that are not contiguous."""
+    Nothing is done here without AVX-512, for K > DEEPEST, or for rows that are not contiguous."""
     size = a.itemsize
     K = a.shape[1]
-    if (K > DEEPEST or a.strides[1] != size or b.strides[1] != size
+    if (not TILES or K > DEEPEST or a.strides[1] != size or b.strides[1] != size
             or out.strides[1] != size):
         return 0
     N = b.shape[1]
