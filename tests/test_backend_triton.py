@@ -22,8 +22,7 @@ from fastrnn.backends.problem import Problem
 from fastrnn.dispatch import BackendUnavailableError
 from contract import run_both, valid_steps
 from fastrnn.testing import TOLERANCE, recurrence_inputs
-from parity import assert_close_lists, outputs_and_grads
-from test_modules import make_hx, make_input_fn, twin_modules
+from test_modules import assert_module_parity_float64
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
@@ -198,14 +197,7 @@ MODULE_CASES = [  # (kind, extra), layers, bidirectional, batch_first, bias, inp
 def test_module_parity_float64(case, monkeypatch):
     _triton(device="cpu")
     monkeypatch.setenv("FASTRNN_BACKEND", "triton")
-    (kind, extra), layers, bidir, batch_first, bias, input_kind, with_hx = case
-    ref, fast = twin_modules(kind, extra, layers, bidir, batch_first, bias, "auto")
-    make = make_input_fn(input_kind, batch_first)
-    hx = make_hx(kind, extra, layers, bidir, input_kind) if with_hx else None
-    out_r, grads_r, _ = outputs_and_grads(ref, make, hx)
-    out_f, grads_f, _ = outputs_and_grads(fast, make, hx)
-    assert_close_lists(out_r, out_f, 1e-10, what="outputs")
-    assert_close_lists(grads_r, grads_f, 1e-10, what="grads")
+    assert_module_parity_float64(case, "auto")
 
 
 def test_lstm_projection_is_refused_by_name(monkeypatch):
