@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import fastrnn
 from conftest import DEVICE, backend_or_skip
