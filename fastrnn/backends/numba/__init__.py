@@ -44,7 +44,7 @@ def _run(kind, args, batch):
     elif omp.available():
         omp.run(kind, args, batch, len(ranges))
     else:
-        threads.run_on_rows(kernel, args, batch)
+        threads.run_on_rows(kernel, args, ranges)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:

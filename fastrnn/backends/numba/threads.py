@@ -7,16 +7,14 @@ first version of this backend slow). The loops are compiled ``nogil=True``; the 
 plain Python threads from a pool created on first use.
 
 Thread count: at most ``torch.get_num_threads()`` (the calling thread included), and ranges
-of at least ``MIN_ROWS`` rows (a 4-row block is what the matmul kernel is built around; below
-that a hand-off costs more than it saves).
+of at least ``MIN_ROWS`` rows (the matmul's smallest row block; below that a hand-off costs
+more than it saves).
 """
 from __future__ import annotations
 
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-
-import torch
 
 MIN_ROWS = 4
 _lock = threading.Lock()
@@ -48,15 +46,10 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def run_on_rows(kernel, args: tuple, batch: int) -> None:
-    """Call ``kernel(*args, lo, hi)`` for disjoint row ranges covering 0..batch, in parallel.
-
-    The calling thread runs the first range itself; exceptions from any range are re-raised.
-    """
-    ranges = row_ranges(batch, torch.get_num_threads())
-    if len(ranges) == 1:
-        kernel(*args, 0, batch)
-        return
+def run_on_rows(kernel, args: tuple, ranges: list[tuple[int, int]]) -> None:
+    """Call ``kernel(*args, lo, hi)`` for each (lo, hi) of ``ranges`` (from ``row_ranges``),
+    in parallel. The calling thread runs the first range itself; exceptions from any range
+    are re-raised."""
     pool = _executor(len(ranges) - 1)
     futures = [pool.submit(kernel, *args, lo, hi) for lo, hi in ranges[1:]]
     try:
