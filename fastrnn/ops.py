@@ -20,6 +20,7 @@ from torch import Tensor
 from fastrnn import gemm, reference
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import load_backend
+from fastrnn.eager import only_eager_sees
 
 
 def _forward_shapes(cell, xg, h0, need_workspace):
@@ -177,7 +178,7 @@ class _EagerRecurrence(torch.autograd.Function):
 
     # forward(ctx, ...) without a separate setup_context on purpose: Function.apply binds the
     # arguments through inspect.signature on every call when setup_context is defined (~20 us).
-    # Functorch, which needs setup_context, never reaches this class (see _plain_eager).
+    # Functorch, which needs setup_context, never reaches this class (see fastrnn.eager).
     @staticmethod
     def forward(ctx, *args):
         output = _forward_impl(*args)
@@ -190,19 +191,6 @@ class _EagerRecurrence(torch.autograd.Function):
         return _backward(ctx, *grads)
 
 
-_PLAIN_TYPES = (Tensor, torch.nn.Parameter)  # exactly these: subclasses (fakes, DTensor) take the op
-
-
-def _plain_eager(tensors) -> bool:
-    """Whether nothing but eager autograd will see this call (no compile, trace, export,
-    dispatch or function mode, functorch transform, or tensor subclass)."""
-    return (not torch.compiler.is_compiling() and not torch.jit.is_tracing()
-            and not torch._C._are_functorch_transforms_active()
-            and torch._C._len_torch_dispatch_stack() == 0
-            and not torch._C._is_torch_function_mode_enabled()
-            and all(type(t) in _PLAIN_TYPES for t in tensors if t is not None))
-
-
 def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],
                h0: Tensor, c0: Optional[Tensor], w_hr: Optional[Tensor],
                lengths: Optional[Tensor], reverse: bool,
@@ -211,7 +199,7 @@ def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional
     in plain eager mode and through the registered custom op everywhere else."""
     args = (cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace)
     tensors = (xg, w_hh, b_hn, h0, c0, w_hr, lengths)
-    if not _plain_eager(tensors):
+    if not only_eager_sees(*tensors):
         return recurrence_op(*args)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         return _forward_impl(*args)  # no graph to record

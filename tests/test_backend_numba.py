@@ -128,18 +128,56 @@ def test_concurrent_calls_from_python_threads():
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("rows", [1, 3, 4, 8, 13])
 @pytest.mark.parametrize("k,n", [(1, 1), (7, 5), (130, 520), (64, 1100), (1030, 70)])
-def test_register_blocked_matmul(dtype, rows, k, n):
+@pytest.mark.parametrize("a_transposed", [False, True])
+def test_register_blocked_matmul(dtype, rows, k, n, a_transposed):
     """matmul.matmul against numpy in float64: register tiles (2 and 3 vectors per row, n >=
     WIDE = 1024 for 3) with their leftover columns and rows, 8/4/1-row kernels, k not a
-    multiple of 4 and k > DEEPEST = 1024 (no tiles), n spanning several column panels."""
+    multiple of 4 and k > DEPTH = 256 (several k blocks, the last one short), n spanning
+    several column panels; ``a`` contiguous or a transposed view (the weight-gradient form)."""
     _numba()
     import numpy as np
     from fastrnn.backends.numba import matmul
     rng = np.random.default_rng(rows * 1000 + k + n)
-    a = rng.standard_normal((rows, k)).astype(dtype)
+    a = rng.standard_normal((k, rows) if a_transposed else (rows, k)).astype(dtype)
+    a = a.T if a_transposed else a
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.full((rows, n), np.nan, dtype=dtype)
     matmul.matmul(a, b, out)
     want = a.astype(np.float64) @ b.astype(np.float64)
     tol = 1e-4 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol * np.sqrt(k))
+
+
+def test_float32_activations_accuracy():
+    """math_kernels' float32 sigmoid/tanh against float64 numpy over a dense grid of float32
+    inputs: within the bounds its docstring states; saturation, signed zero, NaN and inf."""
+    _numba()
+    import numpy as np
+    from numba import njit
+
+    from fastrnn.backends.numba.math_kernels import sigmoid, tanh
+
+    @njit(error_model="numpy", fastmath={"contract", "arcp", "afn", "reassoc"})
+    def apply(x, s, t):  # the loops' fastmath flags, so that the tested code is what they run
+        for j in range(x.shape[0]):
+            s[j] = sigmoid(x[j])
+            t[j] = tanh(x[j])
+
+    x = np.concatenate([np.linspace(-100, 100, 400_001), np.linspace(-1e-3, 1e-3, 2001),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    s, t = np.empty_like(x), np.empty_like(x)
+    apply(x, s, t)
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        want_s = 1.0 / (1.0 + np.exp(-x64))
+    want_t = np.tanh(x64)
+    finite = np.isfinite(x64)
+    normal = finite & (x64 > -87)
+    assert np.max(np.abs(s[normal] - want_s[normal]) / want_s[normal]) < 2e-7
+    assert np.max(np.abs(s[finite] - want_s[finite])) < 1e-7
+    assert np.max(np.abs(t[finite] - want_t[finite])) < 1.2e-7
+    big = finite & (np.abs(x64) > 0.5)
+    assert np.max(np.abs(t[big] - want_t[big]) / np.abs(want_t[big])) < 2e-7
+    assert s[-5] == 0.5 and t[-5] == 0.0 and np.signbit(t[-4])
+    assert s[-3] == 1.0 and s[-2] < 1e-37 and t[-3] == 1.0 and t[-2] == -1.0
+    assert np.isnan(s[-1]) and np.isnan(t[-1])

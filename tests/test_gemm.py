@@ -22,17 +22,32 @@ def test_onednn_is_used_for_cpu_float32_here():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (37, 5, 130), (200, 64, 33), (0, 4, 3), (6, 0, 2)])
+# The last two are past gemm._SMALL_MACS for matmul and matmul_tn (oneDNN / MKL), the others
+# below it (the numba kernel where it runs).
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (37, 5, 130), (200, 64, 33), (0, 4, 3), (6, 0, 2),
+                                   (400, 130, 96), (1000, 70, 64)])
 def test_products_match_float64(dtype, m, k, n):
     a, w, b = _rand(m, k, dtype=dtype), _rand(n, k, dtype=dtype, seed=1), _rand(n, dtype=dtype)
     g = _rand(m, n, dtype=dtype, seed=2)
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    # float32: rounding of sums over up to max(m, k) unit-size products grows ~ sqrt(depth)
+    tol = 1e-12 if dtype == torch.float64 else 4e-6 * max(m, k, 1) ** 0.5
     ref = lambda t: t.double()  # noqa: E731
     torch.testing.assert_close(gemm.linear(a, w, b).double(), ref(a) @ ref(w).t() + ref(b),
                                atol=tol, rtol=tol)
     torch.testing.assert_close(gemm.matmul(g, w).double(), ref(g) @ ref(w), atol=tol, rtol=tol)
     torch.testing.assert_close(gemm.matmul_tn(g, a).double(), ref(g).t() @ ref(a), atol=tol,
                                rtol=tol)
+
+
+def test_small_products_take_the_numba_kernel_where_it_runs():
+    """Below _SMALL_MACS on the CPU (and only there) the products run on the numba kernel."""
+    if gemm._small_kernel() is None:
+        pytest.skip("no numba or no AVX-512 tiles here: small products stay on torch")
+    g, x, w = _rand(100, 256), _rand(100, 64, seed=1), _rand(256, 64, seed=2)
+    assert gemm._small_product(g.t(), x) is not None
+    assert gemm._small_product(g, w) is not None
+    assert gemm._small_product(_rand(400, 256).t(), _rand(400, 64)) is None  # 6.5M MACs
+    assert gemm._small_product(g.to(torch.bfloat16), w.to(torch.bfloat16)) is None
 
 
 def test_input_projection_gradients_match_linear():

@@ -8,7 +8,8 @@ one thread, float32, (16,128) @ (128,512), per call: MKL (torch's) 30 us, SciPy'
 
 How: whole blocks of 8 rows go through register tiles written in LLVM IR (``vector_tile.py``:
 the accumulators stay in registers over the whole k loop); what they leave (the last M % 8
-rows, columns short of a whole tile, k > DEEPEST) goes through the plain kernels below.
+rows, columns short of a whole tile) goes through the plain kernels below. ``a`` may be any
+strided view (``g.T`` for weight gradients); ``b`` and ``out`` need contiguous rows for tiles.
 Plain kernels: 8 (then 4, then 1) rows of ``a`` times 4 rows of ``b`` per pass over the output rows.
 The innermost loop runs over contiguous columns, so LLVM vectorizes it; each pass loads 4 rows
 of ``b`` and 8 of ``out`` for 32 fused multiply-adds per column, which keeps the FMA units
@@ -28,10 +29,10 @@ PANEL = 512
 # Outputs at least this wide (elements) use 3-vector tiles first: fewer loads per FMA, measured
 # faster from N=1024 on; narrower ones use 2-vector tiles (the 3-vector remainder was costly).
 WIDE = 1024
-# Tiles read b as a strip of K rows, each a strided vector or two: past this depth the plain
-# kernels' contiguous row streams measured faster ((64,2048) @ (2048,512): tiles 115 ms vs
-# 103 ms per 100 steps, one thread; at K=1024 tiles still won, 36 vs 48 us per call).
-DEEPEST = 1024
+# Tiles run k in blocks of DEPTH rows of b: a block of b (DEPTH x 2-3 vectors, <= 48 KB) stays
+# in L1 while the tile walks down the rows of a. Unblocked, tiles lost to the plain kernels
+# past K ~ 1024 ((64,2048) @ (2048,512): 115 vs 103 ms per 100 steps, one thread).
+DEPTH = 256
 # reassoc lets LLVM vectorize the column loop's sums; no nnan/ninf: NaN/inf propagate.
 _OPTS = dict(inline="always", error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
 
@@ -161,36 +162,47 @@ def _one_row(a, b, out, r, j0, j1):
 
 
 @njit(**_OPTS)
-def _register_tiles(a, b, out, m8):
-    """Rows [0, m8) of out, in whole register tiles (vector_tile.py) of 3 vectors per row where
-    the output is wide, then 2; returns the first column they left to the plain kernels.
-    Nothing is done here without AVX-512, for K > DEEPEST, or for rows that are not contiguous."""
+def _tile_columns(vectors, a, b, out, m8, j0):
+    """Column panels of ``vectors`` vectors from j0 on, rows [0, m8), k in blocks of DEPTH;
+    returns the first column left over."""
     size = a.itemsize
     K = a.shape[1]
-    if (not TILES or K > DEEPEST or a.strides[1] != size or b.strides[1] != size
-            or out.strides[1] != size):
-        return 0
     N = b.shape[1]
-    width = 64 // size  # elements per 512-bit register
-    lda = a.strides[0] // size
+    span = vectors * (64 // size)  # columns of one tile: vectors x 512 bits
+    a_row = a.strides[0] // size
+    a_col = a.strides[1] // size
     ldb = b.strides[0] // size
     ldo = out.strides[0] // size
     a0 = a.ctypes.data
     b0 = b.ctypes.data
     o0 = out.ctypes.data
-    j0 = 0
-    if N >= WIDE:
-        while j0 + 3 * width <= N:
+    while j0 + span <= N:
+        for k0 in range(0, K, DEPTH):
+            depth = min(DEPTH, K - k0)
+            b_at = b0 + (k0 * ldb + j0) * size
             for r in range(0, m8, ROWS):
-                tile_3(a, a0 + r * lda * size, lda, b0 + j0 * size, ldb,
-                       o0 + (r * ldo + j0) * size, ldo, K)
-            j0 += 3 * width
-    while j0 + 2 * width <= N:
-        for r in range(0, m8, ROWS):
-            tile_2(a, a0 + r * lda * size, lda, b0 + j0 * size, ldb,
-                   o0 + (r * ldo + j0) * size, ldo, K)
-        j0 += 2 * width
+                a_at = a0 + (r * a_row + k0 * a_col) * size
+                o_at = o0 + (r * ldo + j0) * size
+                if vectors == 3:
+                    tile_3(a, a_at, a_row, a_col, b_at, ldb, o_at, ldo, depth, k0 > 0)
+                else:
+                    tile_2(a, a_at, a_row, a_col, b_at, ldb, o_at, ldo, depth, k0 > 0)
+        j0 += span
     return j0
+
+
+@njit(**_OPTS)
+def _register_tiles(a, b, out, m8):
+    """Rows [0, m8) of out, in whole register tiles (vector_tile.py) of 3 vectors per row where
+    the output is wide, then 2; returns the first column they left to the plain kernels.
+    Nothing is done here without AVX-512 or where rows of b or out are not contiguous."""
+    size = a.itemsize
+    if not TILES or b.strides[1] != size or out.strides[1] != size:
+        return 0
+    j0 = 0
+    if b.shape[1] >= WIDE:
+        j0 = _tile_columns(3, a, b, out, m8, j0)
+    return _tile_columns(2, a, b, out, m8, j0)
 
 
 # Not inlined (unlike the kernels it calls): its callers stay small, and each of its few
