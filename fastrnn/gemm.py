@@ -8,11 +8,11 @@ same products about 2x faster: (1600,128) x (128,512): MKL 2.06 ms, oneDNN 0.89 
 So CPU float32/bfloat16 products go to oneDNN when this torch has it, exact same math (fp32
 accumulation, no down-conversion); everything else (CUDA, float64, empty shapes, a torch
 without the op, under torch.compile where inductor picks its own kernels) uses torch.matmul.
-Small products (below ``_SMALL_MACS`` multiply-adds, e.g. T*B = 100 rows at H = 64) go to the
-numba backend's register-tiled matmul instead, where numba is installed and the CPU has
-AVX-512: a oneDNN or MKL call has a fixed cost of ~25 us there, the numba kernel ran the same
-(100,256)^T (100,64) product in 15 us on one thread. Only ``matmul`` and ``matmul_tn``: their
-right operands have contiguous rows as they come (``linear`` would need W^T copied first).
+Small and mid-size products (below ~128M multiply-adds) go to the numba backend's
+register-tiled matmul instead, where numba is installed and the CPU has AVX-512: oneDNN's fixed
+cost and the transposed copy it needs for weight gradients made it slower there (measured
+figures: ``fastrnn.backends.numba.products``). Only ``matmul`` and ``matmul_tn``: their right
+operands have contiguous rows as they come (``linear`` would need W^T copied first).
 These functions are not differentiable through oneDNN or numba: callers use them only where
 no graph is being built (see ``fastrnn.projection`` and ``fastrnn.ops``).
 """
@@ -30,10 +30,6 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # Below this size the two transposed copies oneDNN makes cost more than MKL's native
 # transposed product (T*B=100, 256x64: 23 us MKL vs 27-80 us oneDNN, measured).
 _TN_ONEDNN_MIN_MACS = 4_000_000
-# Below this many multiply-adds the numba kernel (one thread) beat oneDNN / MKL (two threads)
-# on the dev machine: 1.6M: 15 vs 28-31 us; 6.6M: 57-60 vs 51-76 us (a tie); 26M: 230 vs 150.
-_SMALL_MACS = 4_000_000
-_NUMBA_DTYPES = (torch.float32, torch.float64)
 
 
 def _onednn_linear():
@@ -46,36 +42,23 @@ def _onednn_linear():
 
 
 _LINEAR = _onednn_linear()
-_numba_kernel = None  # fastrnn.backends.numba.matmul.matmul once looked up, False if unusable
-
-
-def _small_kernel():
-    """The numba matmul ``(a, b, out)``, or None where numba or AVX-512 tiles are missing.
-    Looked up on first use: ``import fastrnn`` never imports numba."""
-    global _numba_kernel
-    if _numba_kernel is None:
-        try:
-            from fastrnn.backends.numba import matmul, vector_tile
-            _numba_kernel = matmul.matmul if vector_tile.AVAILABLE else False
-        except ImportError:
-            _numba_kernel = False
-    return _numba_kernel or None
+_numba_product = None  # fastrnn.backends.numba.products.product once looked up, False if absent
 
 
 def _small_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
-    """a (M, K) @ b (K, N) on the numba kernel when the product is small (any strides of a;
-    b with contiguous rows), else None."""
-    if (a.shape[0] * a.shape[1] * b.shape[1] >= _SMALL_MACS or a.numel() == 0
-            or b.numel() == 0 or a.device.type != "cpu" or b.device.type != "cpu"
-            or a.dtype not in _NUMBA_DTYPES or b.dtype != a.dtype or b.stride(1) != 1
-            or not only_eager_sees(a, b)):
+    """a (M, K) @ b (K, N) on the numba kernels where they are faster (see
+    ``fastrnn.backends.numba.products``), else None. numba is imported on first use, never at
+    ``import fastrnn``; shortcuts past torch only where nothing but eager PyTorch looks."""
+    global _numba_product
+    if _numba_product is None:
+        try:
+            from fastrnn.backends.numba.products import product
+            _numba_product = product
+        except ImportError:
+            _numba_product = False
+    if not _numba_product or not only_eager_sees(a, b):
         return None
-    kernel = _small_kernel()
-    if kernel is None:
-        return None
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    kernel(a.detach().numpy(), b.detach().numpy(), out.numpy())
-    return out
+    return _numba_product(a, b)
 
 
 def uses_onednn(*tensors: Tensor) -> bool:

@@ -22,10 +22,11 @@ def test_onednn_is_used_for_cpu_float32_here():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-# The last two are past gemm._SMALL_MACS for matmul and matmul_tn (oneDNN / MKL), the others
-# below it (the numba kernel where it runs).
+# Where the numba kernels run (see fastrnn.backends.numba.products): up to (200, 64, 33) on
+# the calling thread, (400, 130, 96) and (1000, 70, 64) split over threads, (2000, 260, 250)
+# on oneDNN / MKL (past THREADED_MACS).
 @pytest.mark.parametrize("m,k,n", [(1, 1, 1), (37, 5, 130), (200, 64, 33), (0, 4, 3), (6, 0, 2),
-                                   (400, 130, 96), (1000, 70, 64)])
+                                   (400, 130, 96), (1000, 70, 64), (2000, 260, 250)])
 def test_products_match_float64(dtype, m, k, n):
     a, w, b = _rand(m, k, dtype=dtype), _rand(n, k, dtype=dtype, seed=1), _rand(n, dtype=dtype)
     g = _rand(m, n, dtype=dtype, seed=2)
@@ -39,14 +40,19 @@ def test_products_match_float64(dtype, m, k, n):
                                rtol=tol)
 
 
-def test_small_products_take_the_numba_kernel_where_it_runs():
-    """Below _SMALL_MACS on the CPU (and only there) the products run on the numba kernel."""
-    if gemm._small_kernel() is None:
-        pytest.skip("no numba or no AVX-512 tiles here: small products stay on torch")
+def test_products_take_the_numba_kernels_by_size():
+    """Which kernel runs a product: numba below THREADED_MACS (one thread below
+    SINGLE_THREAD_MACS), torch above it and for dtypes numba does not run."""
+    products = pytest.importorskip("fastrnn.backends.numba.products")
+    if not products.AVAILABLE:
+        pytest.skip("no AVX-512 tiles here: every product stays on torch")
     g, x, w = _rand(100, 256), _rand(100, 64, seed=1), _rand(256, 64, seed=2)
-    assert gemm._small_product(g.t(), x) is not None
+    assert gemm._small_product(g.t(), x) is not None  # 1.6M: calling thread
     assert gemm._small_product(g, w) is not None
-    assert gemm._small_product(_rand(400, 256).t(), _rand(400, 64)) is None  # 6.5M MACs
+    mid = _rand(1600, 512)  # 105M: threads where torch has them (else torch's kernels)
+    threaded = torch.get_num_threads() > 1 and products.omp.available()
+    assert (gemm._small_product(mid.t(), _rand(1600, 128)) is not None) == threaded
+    assert gemm._small_product(_rand(3200, 1024).t(), _rand(3200, 256)) is None  # 839M
     assert gemm._small_product(g.to(torch.bfloat16), w.to(torch.bfloat16)) is None
 
 

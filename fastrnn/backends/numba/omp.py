@@ -26,6 +26,7 @@ from numba import carray, cfunc, njit, types
 from numba.extending import intrinsic
 
 from .loops import backward_loop, forward_loop
+from .matmul import matmul_into
 
 _THREAD_NUM = "fastrnn_omp_get_thread_num"
 _NUM_THREADS = "fastrnn_omp_get_num_threads"
@@ -187,6 +188,22 @@ def _run_backward(data, template):
                   job[4] != 0, y, ws, d_xg, d_hn_gru, d_h_proj, d_h0, d_c0, lo, hi)
 
 
+@njit(inline="always")
+def _run_matmul(data, template):
+    """out = a @ b (or a^T @ b when flag 0 is set), this thread's rows of out."""
+    job, lo, hi = _open_job(data)
+    if lo >= hi:
+        return
+    at = _HEADER
+    a, at = _array2(job, at, template)
+    b, at = _array2(job, at, template)
+    out, at = _array2(job, at, template)
+    if job[2] != 0:
+        matmul_into(a.T[lo:hi], b, out[lo:hi])
+    else:
+        matmul_into(a[lo:hi], b, out[lo:hi])
+
+
 _JOB = types.void(types.voidptr)
 
 
@@ -206,8 +223,17 @@ def _backward_f64(data):
     _run_backward(data, np.empty(0, dtype=np.float64))
 
 
+def _matmul_f32(data):
+    _run_matmul(data, np.empty(0, dtype=np.float32))
+
+
+def _matmul_f64(data):
+    _run_matmul(data, np.empty(0, dtype=np.float64))
+
+
 _SOURCES = {("forward", np.float32): _forward_f32, ("forward", np.float64): _forward_f64,
-            ("backward", np.float32): _backward_f32, ("backward", np.float64): _backward_f64}
+            ("backward", np.float32): _backward_f32, ("backward", np.float64): _backward_f64,
+            ("matmul", np.float32): _matmul_f32, ("matmul", np.float64): _matmul_f64}
 _compiled: dict = {}
 
 
@@ -251,6 +277,16 @@ def run(kind: str, args: tuple, batch: int, threads: int) -> None:
         arrays = (grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, lengths, y, ws, d_xg, d_hn_gru,
                   d_h_proj, d_h0, d_c0)
         dtype = grad_y.dtype
-    job = _pack(threads, batch, flags, arrays)
+    _launch(kind, dtype, _pack(threads, batch, flags, arrays), threads)
+
+
+def run_matmul(a, transposed: bool, b, out, threads: int) -> None:
+    """out (M,N) = a (M,K) @ b (K,N), or a^T @ b with a (K,M) when ``transposed``: the rows of
+    out split over ``threads`` threads of torch's OpenMP team. a, b, out: C-contiguous."""
+    job = _pack(threads, out.shape[0], (int(transposed),), (a, b, out))
+    _launch("matmul", out.dtype, job, threads)
+
+
+def _launch(kind: str, dtype, job: np.ndarray, threads: int) -> None:
     # GOMP_parallel blocks until every thread has finished; ctypes releases the GIL meanwhile.
     _init()["parallel"](_job_function(kind, dtype), job.ctypes.data, threads, 0)
