@@ -181,3 +181,43 @@ def test_float32_activations_accuracy():
     assert s[-5] == 0.5 and t[-5] == 0.0 and np.signbit(t[-4])
     assert s[-3] == 1.0 and s[-2] < 1e-37 and t[-3] == 1.0 and t[-2] == -1.0
     assert np.isnan(s[-1]) and np.isnan(t[-1])
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("m,k,n", [(8, 1, 32), (37, 70, 33), (130, 257, 96)])
+def test_matmul_on_openmp_threads(transposed, m, k, n):
+    """omp.run_matmul: out = a @ b or a^T @ b, rows of out split over 2 threads (row counts
+    not a multiple of the 8-row tiles), against float64 numpy."""
+    _numba()
+    import numpy as np
+    from fastrnn.backends.numba import omp
+    if not omp.available():
+        pytest.skip("torch does not run on libgomp here")
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((k, m) if transposed else (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    out = np.full((m, n), np.nan, dtype=np.float32)
+    omp.run_matmul(a, transposed, b, out, 2)
+    want = (a.T if transposed else a).astype(np.float64) @ b.astype(np.float64)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+
+
+def test_large_buffers_use_huge_pages_where_linux_offers_them():
+    """huge_pages.empty: a plain empty tensor of the asked shape and dtype; where THP is in
+    'madvise' or 'always' mode, filling a 64 MB one faults far fewer than its 16384 4-KB pages."""
+    import resource
+    from pathlib import Path
+
+    from fastrnn.backends.numba import huge_pages
+    small = huge_pages.empty((3, 5), torch.float64)
+    assert small.shape == (3, 5) and small.dtype == torch.float64
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not mode.exists() or "[never]" in mode.read_text():
+        pytest.skip("no transparent huge pages on this system")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    big = huge_pages.empty((16, 1024, 1024), torch.float32)
+    big.fill_(1.0)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert big.shape == (16, 1024, 1024) and big.dtype == torch.float32
+    assert float(big.sum()) == 16 * 1024 * 1024
+    assert faults < 16384 // 2, f"{faults} page faults: the huge-page advice did not take"
