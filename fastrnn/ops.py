@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from fastrnn import gemm, reference
+from fastrnn import gemm, huge_pages, reference
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import load_backend
 from fastrnn.eager import only_eager_sees
@@ -99,16 +99,40 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
 
 
+def _cpu_buffer(like: Tensor, shape) -> Optional[Tensor]:
+    """An uninitialized CPU tensor on huge pages (fastrnn.huge_pages) for a temporary of the
+    backward, or None (CUDA, or anything tracing: then torch allocates as usual)."""
+    if like.device.type != "cpu" or not only_eager_sees(like):
+        return None
+    return huge_pages.empty(shape, like.dtype)
+
+
+def _contiguous(t: Tensor) -> Tensor:
+    if t.is_contiguous():
+        return t
+    buffer = _cpu_buffer(t, t.shape)
+    return t.contiguous() if buffer is None else buffer.copy_(t)
+
+
 def _previous_states(y: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool) -> Tensor:
     """(T, B, R): the state each step started from (h0 where the previous step is absent or
     invalid). Only read at valid steps, where the backward's gate gradients are non-zero."""
+    buffer = _cpu_buffer(y, y.shape)  # filled below: the same values as torch.cat's
     if reverse:
-        shifted = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
+        if buffer is None:
+            buffer = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
+        else:
+            buffer[:-1] = y[1:]
+            buffer[-1] = h0
         if lengths is not None:
             steps = torch.arange(1, y.shape[0] + 1, device=y.device).view(-1, 1, 1)
-            shifted = torch.where(steps < lengths.view(1, -1, 1), shifted, h0.unsqueeze(0))
-        return shifted
-    return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
+            buffer = torch.where(steps < lengths.view(1, -1, 1), buffer, h0.unsqueeze(0))
+        return buffer
+    if buffer is None:
+        return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
+    buffer[0] = h0
+    buffer[1:] = y[:-1]
+    return buffer
 
 
 def _double_backward(ctx, grads):
@@ -143,7 +167,7 @@ def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
         return None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr, None, None, None
     run_backward = _backward_impl if ctx.eager else recurrence_backward_op
     d_xg, d_hn_gru, d_h_proj, d_h0, d_c0 = run_backward(
-        ctx.cell, ctx.backend, grad_y.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(),
+        ctx.cell, ctx.backend, _contiguous(grad_y), grad_hn.contiguous(), grad_cn.contiguous(),
         w_hh, b_hn, h0, c0, w_hr, lengths, ctx.reverse, y, ws)
     # Hoisted GEMMs over all T*B rows (the part a kernel should not do step by step).
     spec = cell_spec(ctx.cell)

@@ -66,7 +66,7 @@ def _lengths(lengths, seq_len, batch):
 
 def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
     """Forward time loop (contract: ``fastrnn.backends``)."""
-    from fastrnn.backends.numba.huge_pages import empty
+    from fastrnn.huge_pages import empty
     from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
     dtype = _compute_dtype(xg.dtype)
@@ -97,7 +97,7 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
              workspace):
     """Reverse time loop (contract: ``fastrnn.backends``)."""
-    from fastrnn.backends.numba.huge_pages import empty
+    from fastrnn.huge_pages import empty
     from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
     dtype = _compute_dtype(grad_y.dtype)

@@ -1,5 +1,5 @@
-"""Large CPU buffers of the numba backend, backed by transparent huge pages where Linux offers
-them (``madvise(MADV_HUGEPAGE)``).
+"""Large CPU buffers (the numba backend's outputs and workspaces, the backward's temporaries),
+backed by transparent huge pages where Linux offers them (``madvise(MADV_HUGEPAGE)``).
 
 Why: torch's CPU allocator takes big blocks straight from the kernel (glibc's mmap) and gives
 them back on free, so every forward and backward fault in each 4 KB page of its workspace,
@@ -44,7 +44,8 @@ def _lookup():
 
 
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
-    """``torch.empty(shape, dtype=dtype)`` on the CPU, advised to use huge pages when large."""
+    """``torch.empty(shape, dtype=dtype)`` on the CPU, advised to use huge pages when large.
+    Real tensors only: callers do not use it under fake tensors or tracing (no data there)."""
     t = torch.empty(shape, dtype=dtype)
     size = t.numel() * t.element_size()
     if size >= MIN_BYTES:
