@@ -12,6 +12,7 @@ Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -100,9 +101,10 @@ def _setup_context(ctx, inputs, output):
 
 
 def _cpu_buffer(like: Tensor, shape) -> Optional[Tensor]:
-    """An uninitialized CPU tensor on huge pages (fastrnn.huge_pages) for a temporary of the
-    backward, or None (CUDA, or anything tracing: then torch allocates as usual)."""
-    if like.device.type != "cpu" or not only_eager_sees(like):
+    """An uninitialized CPU tensor on huge pages (fastrnn.huge_pages) for a large temporary of
+    the backward, or None (small, CUDA, or anything tracing: then torch allocates as usual)."""
+    if (like.device.type != "cpu" or math.prod(shape) * like.element_size() < huge_pages.MIN_BYTES
+            or not only_eager_sees(like)):
         return None
     return huge_pages.empty(shape, like.dtype)
 

@@ -141,3 +141,23 @@ def test_compile_fullgraph_matches_eager(backend):
     out.square().sum().backward()
     for p, g in zip(model.parameters(), eager_grads):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("with_lengths", [False, True])
+@pytest.mark.parametrize("batch", [3, 130])  # 130: a 4.3 MB buffer, on fastrnn.huge_pages
+def test_previous_states(reverse, with_lengths, batch):
+    """ops._previous_states: the state each step started from, the same whether it is
+    assembled in a huge-page buffer (large) or by torch.cat (small)."""
+    T, R = 64, 129
+    gen = torch.Generator().manual_seed(batch)
+    y = torch.randn(T, batch, R, generator=gen)
+    h0 = torch.randn(batch, R, generator=gen)
+    lengths = (torch.randint(1, T + 1, (batch,), generator=gen) if with_lengths else None)
+    got = ops._previous_states(y, h0, lengths, reverse)
+    for b in range(batch):
+        n = T if lengths is None else int(lengths[b])
+        for t in range(n):
+            prev = (t + 1 if t + 1 < n else None) if reverse else (t - 1 if t > 0 else None)
+            want = h0[b] if prev is None else y[prev, b]
+            assert torch.equal(got[t, b], want), (b, t)
