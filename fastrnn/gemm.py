@@ -50,6 +50,8 @@ def _small_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
     ``fastrnn.backends.numba.products``), else None. numba is imported on first use, never at
     ``import fastrnn``; shortcuts past torch only where nothing but eager PyTorch looks."""
     global _numba_product
+    if a.device.type != "cpu":
+        return None
     if _numba_product is None:
         try:
             from fastrnn.backends.numba.products import product
