@@ -31,7 +31,8 @@ PANEL = 512
 WIDE = 1024
 # Tiles run k in blocks of DEPTH rows of b: a block of b (DEPTH x 2-3 vectors, <= 48 KB) stays
 # in L1 while the tile walks down the rows of a. Unblocked, tiles lost to the plain kernels
-# past K ~ 1024 ((64,2048) @ (2048,512): 115 vs 103 ms per 100 steps, one thread).
+# past K ~ 1024 ((64,2048) @ (2048,512): 115 vs 103 ms per 100 steps, one thread); blocked,
+# (32,2048) @ (2048,512) takes 0.29 ms per call (one thread, scratch timing script).
 DEPTH = 256
 # reassoc lets LLVM vectorize the column loop's sums; no nnan/ninf: NaN/inf propagate.
 _OPTS = dict(inline="always", error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
@@ -209,7 +210,8 @@ def _register_tiles(a, b, out, m8):
 # signatures compiles once; inlined at every call site the first-call compile took ~2x longer.
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
 def matmul_into(a, b, out):
-    """out (M,N) = a (M,K) @ b (K,N); rows contiguous, one float dtype; out must not alias a/b.
+    """out (M,N) = a (M,K) @ b (K,N); one float dtype; out must not alias a/b. ``a`` may have any
+    strides (a transposed view included); tiles need contiguous rows of b and out.
 
     Whole 8-row blocks go through register tiles; the columns those leave over and the last
     M % 8 rows go through the plain 8/4/1-row kernels, in column panels."""
