@@ -42,25 +42,25 @@ def _onednn_linear():
 
 
 _LINEAR = _onednn_linear()
-_numba_product = None  # fastrnn.backends.numba.products.product once looked up, False if absent
+_numba_kernels = None  # fastrnn.backends.numba.products.product once looked up, False if absent
 
 
-def _small_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
+def _numba_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
     """a (M, K) @ b (K, N) on the numba kernels where they are faster (see
     ``fastrnn.backends.numba.products``), else None. numba is imported on first use, never at
     ``import fastrnn``; shortcuts past torch only where nothing but eager PyTorch looks."""
-    global _numba_product
+    global _numba_kernels
     if a.device.type != "cpu":
         return None
-    if _numba_product is None:
+    if _numba_kernels is None:
         try:
             from fastrnn.backends.numba.products import product
-            _numba_product = product
+            _numba_kernels = product
         except ImportError:
-            _numba_product = False
-    if not _numba_product or not only_eager_sees(a, b):
+            _numba_kernels = False
+    if not _numba_kernels or not only_eager_sees(a, b):
         return None
-    return _numba_product(a, b)
+    return _numba_kernels(a, b)
 
 
 def uses_onednn(*tensors: Tensor) -> bool:
@@ -80,9 +80,9 @@ def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a (..., K) @ b (K, N) -> (..., N)."""
-    small = _small_product(a.reshape(-1, a.shape[-1]), b) if a.dim() >= 2 else None
-    if small is not None:
-        return small.view(*a.shape[:-1], b.shape[1])
+    fast = _numba_product(a.reshape(-1, a.shape[-1]), b) if a.dim() >= 2 else None
+    if fast is not None:
+        return fast.view(*a.shape[:-1], b.shape[1])
     if uses_onednn(a, b):
         # b.t() goes in as a strided weight: oneDNN reorders it itself, faster than a
         # .contiguous() copy first ((1600,512) @ (512,128), 2 threads: 43 vs 55 us, measured).
@@ -92,9 +92,9 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
     """a (M, K)^T @ b (M, N) -> (K, N): a sum of outer products over M rows (weight gradients)."""
-    small = _small_product(a.t(), b)
-    if small is not None:
-        return small
+    fast = _numba_product(a.t(), b)
+    if fast is not None:
+        return fast
     if uses_onednn(a, b) and a.shape[0] * a.shape[1] * b.shape[1] >= _TN_ONEDNN_MIN_MACS:
         # The inner product reduces over the contiguous dimension, so both operands are
         # transposed (oneDNN copies them). Computing (b^T a)^T measured faster than a^T b:

@@ -12,7 +12,6 @@ Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
@@ -100,41 +99,32 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
 
 
-def _cpu_buffer(like: Tensor, shape) -> Optional[Tensor]:
+def _cpu_buffer(like: Tensor) -> Optional[Tensor]:
     """An uninitialized CPU tensor on huge pages (fastrnn.huge_pages) for a large temporary of
-    the backward, or None (small, CUDA, or anything tracing: then torch allocates as usual)."""
-    if (like.device.type != "cpu" or math.prod(shape) * like.element_size() < huge_pages.MIN_BYTES
+    the backward, or None (small, CUDA, or anything tracing: torch allocates as usual then)."""
+    if (like.device.type != "cpu" or like.numel() * like.element_size() < huge_pages.MIN_BYTES
             or not only_eager_sees(like)):
         return None
-    return huge_pages.empty(shape, like.dtype)
+    return huge_pages.empty(like.shape, like.dtype)
 
 
 def _contiguous(t: Tensor) -> Tensor:
     if t.is_contiguous():
         return t
-    buffer = _cpu_buffer(t, t.shape)
+    buffer = _cpu_buffer(t)
     return t.contiguous() if buffer is None else buffer.copy_(t)
 
 
 def _previous_states(y: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: bool) -> Tensor:
     """(T, B, R): the state each step started from (h0 where the previous step is absent or
     invalid). Only read at valid steps, where the backward's gate gradients are non-zero."""
-    buffer = _cpu_buffer(y, y.shape)  # filled below: the same values as torch.cat's
-    if reverse:
-        if buffer is None:
-            buffer = torch.cat([y[1:], h0.unsqueeze(0)], dim=0)
-        else:
-            buffer[:-1] = y[1:]
-            buffer[-1] = h0
-        if lengths is not None:
-            steps = torch.arange(1, y.shape[0] + 1, device=y.device).view(-1, 1, 1)
-            buffer = torch.where(steps < lengths.view(1, -1, 1), buffer, h0.unsqueeze(0))
-        return buffer
-    if buffer is None:
-        return torch.cat([h0.unsqueeze(0), y[:-1]], dim=0)
-    buffer[0] = h0
-    buffer[1:] = y[:-1]
-    return buffer
+    parts = [y[1:], h0.unsqueeze(0)] if reverse else [h0.unsqueeze(0), y[:-1]]
+    buffer = _cpu_buffer(y)
+    shifted = torch.cat(parts, dim=0) if buffer is None else torch.cat(parts, dim=0, out=buffer)
+    if reverse and lengths is not None:
+        steps = torch.arange(1, y.shape[0] + 1, device=y.device).view(-1, 1, 1)
+        shifted = torch.where(steps < lengths.view(1, -1, 1), shifted, h0.unsqueeze(0))
+    return shifted
 
 
 def _double_backward(ctx, grads):

@@ -47,13 +47,13 @@ def test_products_take_the_numba_kernels_by_size():
     if not products.AVAILABLE:
         pytest.skip("no AVX-512 tiles here: every product stays on torch")
     g, x, w = _rand(100, 256), _rand(100, 64, seed=1), _rand(256, 64, seed=2)
-    assert gemm._small_product(g.t(), x) is not None  # 1.6M: calling thread
-    assert gemm._small_product(g, w) is not None
+    assert gemm._numba_product(g.t(), x) is not None  # 1.6M: calling thread
+    assert gemm._numba_product(g, w) is not None
     mid = _rand(1600, 512)  # 105M: threads where torch has them (else torch's kernels)
     threaded = torch.get_num_threads() > 1 and products.omp.available()
-    assert (gemm._small_product(mid.t(), _rand(1600, 128)) is not None) == threaded
-    assert gemm._small_product(_rand(3200, 1024).t(), _rand(3200, 256)) is None  # 839M
-    assert gemm._small_product(g.to(torch.bfloat16), w.to(torch.bfloat16)) is None
+    assert (gemm._numba_product(mid.t(), _rand(1600, 128)) is not None) == threaded
+    assert gemm._numba_product(_rand(3200, 1024).t(), _rand(3200, 256)) is None  # 839M
+    assert gemm._numba_product(g.to(torch.bfloat16), w.to(torch.bfloat16)) is None
 
 
 def test_input_projection_gradients_match_linear():

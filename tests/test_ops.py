@@ -147,8 +147,8 @@ def test_compile_fullgraph_matches_eager(backend):
 @pytest.mark.parametrize("with_lengths", [False, True])
 @pytest.mark.parametrize("batch", [3, 130])  # 130: a 4.3 MB buffer, on fastrnn.huge_pages
 def test_previous_states(reverse, with_lengths, batch):
-    """ops._previous_states: the state each step started from, the same whether it is
-    assembled in a huge-page buffer (large) or by torch.cat (small)."""
+    """ops._previous_states: the state each step started from, for small and for large
+    (huge-page, 4.3 MB) buffers."""
     T, R = 64, 129
     gen = torch.Generator().manual_seed(batch)
     y = torch.randn(T, batch, R, generator=gen)

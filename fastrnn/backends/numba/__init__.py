@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fastrnn.backends.problem import Problem
+from fastrnn import huge_pages
 
 _CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _NATIVE = (torch.float32, torch.float64)
@@ -66,7 +67,6 @@ def _lengths(lengths, seq_len, batch):
 
 def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
     """Forward time loop (contract: ``fastrnn.backends``)."""
-    from fastrnn.huge_pages import empty
     from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
     dtype = _compute_dtype(xg.dtype)
@@ -74,12 +74,12 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
     hidden = gates // spec.num_gates
     width = h0.shape[1]
     with torch.no_grad():
-        y = empty((seq_len, batch, width), dtype)
+        y = huge_pages.empty((seq_len, batch, width), dtype)
         h_n = torch.empty((batch, width), dtype=dtype)
         c_n = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
         ws_needed = need_workspace and spec.workspace_width > 0
-        ws = empty((seq_len, batch, spec.workspace_width * hidden) if ws_needed
-                   else (seq_len, batch, 0), dtype)
+        ws = huge_pages.empty((seq_len, batch, spec.workspace_width * hidden) if ws_needed
+                              else (seq_len, batch, 0), dtype)
         b = b_hn if b_hn is not None else torch.zeros(hidden, dtype=dtype)
         c = c0 if c0 is not None else torch.zeros((batch, 0), dtype=dtype)
         w_hr_t = w_hr.t() if w_hr is not None else torch.zeros((hidden, 1), dtype=dtype)
@@ -97,7 +97,6 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
              workspace):
     """Reverse time loop (contract: ``fastrnn.backends``)."""
-    from fastrnn.huge_pages import empty
     from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
     dtype = _compute_dtype(grad_y.dtype)
@@ -105,9 +104,11 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
     gates = w_hh.shape[0]
     hidden = gates // spec.num_gates
     with torch.no_grad():
-        d_xg = empty((seq_len, batch, gates), dtype)
-        d_hn_gru = empty((seq_len, batch, hidden) if cell == "gru" else (0, 0, 0), dtype)
-        d_h_proj = empty((seq_len, batch, width) if w_hr is not None else (0, 0, 0), dtype)
+        d_xg = huge_pages.empty((seq_len, batch, gates), dtype)
+        d_hn_gru = huge_pages.empty((seq_len, batch, hidden) if cell == "gru" else (0, 0, 0),
+                                    dtype)
+        d_h_proj = huge_pages.empty(
+            (seq_len, batch, width) if w_hr is not None else (0, 0, 0), dtype)
         d_h0 = torch.empty((batch, width), dtype=dtype)
         d_c0 = torch.empty((batch, hidden) if spec.has_cell_state else (batch, 0), dtype=dtype)
         zeros_c = torch.zeros((batch, 0), dtype=dtype)

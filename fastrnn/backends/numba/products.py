@@ -36,16 +36,15 @@ def product(a: Tensor, b: Tensor) -> Optional[Tensor]:
             or b.device.type != "cpu" or a.dtype not in _DTYPES or b.dtype != a.dtype
             or b.stride(1) != 1):
         return None
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-    threads = min(torch.get_num_threads(), a.shape[0] // ROWS)
-    if macs < SINGLE_THREAD_MACS or threads < 2 or not omp.available():
-        if macs >= SINGLE_THREAD_MACS:
-            return None  # one thread of numba loses to torch's team here
+    if macs < SINGLE_THREAD_MACS:
+        out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
         matmul(a.detach().numpy(), b.detach().numpy(), out.numpy())
         return out
+    threads = min(torch.get_num_threads(), a.shape[0] // ROWS)
     transposed = not a.is_contiguous()
     base = a.t() if transposed else a
-    if not (base.is_contiguous() and b.is_contiguous()):
-        return None
+    if threads < 2 or not omp.available() or not (base.is_contiguous() and b.is_contiguous()):
+        return None  # one thread of numba loses to torch's team at this size
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     omp.run_matmul(base.detach().numpy(), transposed, b.detach().numpy(), out.numpy(), threads)
     return out
