@@ -79,8 +79,8 @@ class RecurrentMixin(BackendMixin):
         return (2, 3), kwargs
 
     def _expand_input(self, input, hx):
-        given_hx = hx
         """torch.nn's preamble: returns (x (T,B,I) time-major, lengths|None, hx sorted, info)."""
+        given_hx = hx
         is_lstm = self.mode == "LSTM"
         name = {"LSTM": "LSTM", "GRU": "GRU"}.get(self.mode, "RNN")
         directions = 2 if self.bidirectional else 1
