@@ -49,4 +49,7 @@ def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     """
     if not gemm.uses_onednn(x, w) or torch._C._are_functorch_transforms_active():
         return F.linear(x, w, bias)
+    if not (torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in (x, w, bias))):
+        return gemm.linear(x, w, bias)  # no graph to record: skip Function.apply (~20 us)
     return _InputProjection.apply(x, w, bias)
