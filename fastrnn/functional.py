@@ -1,4 +1,5 @@
-"""One layer-direction of a recurrent layer: the input GEMM, the backend choice, the custom op."""
+"""One layer-direction of a recurrent layer: the input GEMM, the backend choice, the custom op
+(or, in plain eager CPU training, both as one autograd node: ``ops.projected_recurrence``)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -9,7 +10,7 @@ from torch import Tensor
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import choose_backend
-from fastrnn.ops import recurrence
+from fastrnn.ops import projected_recurrence, projection_joins_recurrence, recurrence
 from fastrnn.projection import input_projection
 
 
@@ -47,16 +48,22 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
     """
     spec = cell_spec(cell)
     bias, b_hn = fold_biases(cell, b_ih, b_hh)
-    xg = input_projection(x, w_ih, bias)
     hidden = w_hh.shape[0] // spec.num_gates
-    problem = Problem(cell, xg.device, xg.dtype, xg.shape[0], xg.shape[1], hidden,
-                      w_hr.shape[0] if w_hr is not None else 0, lengths is not None)
-    name = choose_backend(backend, problem)
-    need_workspace = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (xg, w_hh, b_hn, h0, c0, w_hr))
-    y, h_n, c_n, _ = recurrence(
-        cell, name, xg.contiguous(), w_hh.contiguous(),
-        None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
-        None if c0 is None else c0.contiguous(), None if w_hr is None else w_hr.contiguous(),
-        lengths, reverse, need_workspace)
+    proj = w_hr.shape[0] if w_hr is not None else 0
+    state = (w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
+             None if c0 is None else c0.contiguous(), None if w_hr is None else w_hr.contiguous())
+
+    def backend_for(xg_like: Tensor) -> str:
+        return choose_backend(backend, Problem(cell, xg_like.device, xg_like.dtype,
+                                               xg_like.shape[0], xg_like.shape[1], hidden, proj,
+                                               lengths is not None))
+    if projection_joins_recurrence(x, w_ih, bias, *state, lengths):
+        y, h_n, c_n = projected_recurrence(cell, backend_for(x), x, w_ih, bias, *state,
+                                           lengths, reverse)
+    else:
+        xg = input_projection(x, w_ih, bias)
+        need_workspace = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (xg, *state))
+        y, h_n, c_n, _ = recurrence(cell, backend_for(xg), xg.contiguous(), *state, lengths,
+                                    reverse, need_workspace)
     return y, h_n, (c_n if spec.has_cell_state else None)

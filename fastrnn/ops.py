@@ -8,6 +8,8 @@ autograd formula turns those into gradients of every input with large GEMMs over
 the differentiable reference recurrence, recomputed from the saved inputs.
 ``recurrence`` is what the layers call: the op wherever something may trace or intercept it,
 and the same kernels and formula through a plain autograd.Function in plain eager mode.
+``projected_recurrence`` goes one step further for plain eager CPU training: the input
+projection and the recurrence as one autograd node.
 Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,H), w_hr (P,H).
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn import gemm, huge_pages, reference
@@ -127,15 +130,14 @@ def _previous_states(y: Tensor, h0: Tensor, lengths: Optional[Tensor], reverse: 
     return shifted
 
 
-def _double_backward(ctx, grads):
-    """create_graph=True: differentiate the reference recurrence recomputed from saved inputs,
-    so that the graph reaches every input and higher derivatives are exact."""
-    xg, w_hh, b_hn, h0, c0, w_hr, lengths, _, _ = ctx.saved_tensors
-    inputs = [xg, w_hh, b_hn, h0, c0, w_hr]
+def _reference_grads(run, inputs, grads):
+    """create_graph=True: gradients of the differentiable ``run(*inputs) -> (y, h_n, c_n|None)``
+    (the reference recurrence recomputed from saved inputs) for the output gradients
+    ``grads``, so that the graph reaches every input and higher derivatives are exact."""
     with torch.enable_grad():
         leaves = [t if t is None or t.requires_grad else t.detach().requires_grad_()
                   for t in inputs]
-        y, h_n, c_n = reference.recurrence(ctx.cell, *leaves, lengths, ctx.reverse)
+        y, h_n, c_n = run(*leaves)
         outs, out_grads = [y, h_n], list(grads[:2])
         if c_n is not None:
             outs.append(c_n)
@@ -146,37 +148,53 @@ def _double_backward(ctx, grads):
     return [None if t is None else next(got) for t in leaves]
 
 
-def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
-    xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws = ctx.saved_tensors
+def _state_grads(grad_y, grad_hn, grad_cn, y, h0, c0):
+    """Output gradients autograd left as None (materialize_grads off), as zeros."""
     grad_y = grad_y if grad_y is not None else torch.zeros_like(y)
     grad_hn = grad_hn if grad_hn is not None else torch.zeros_like(h0)
     if c0 is not None:
         grad_cn = grad_cn if grad_cn is not None else torch.zeros_like(c0)
     else:
         grad_cn = grad_y.new_empty(0)
-    if torch.is_grad_enabled():
-        d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr = _double_backward(ctx, (grad_y, grad_hn, grad_cn))
-        return None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr, None, None, None
-    run_backward = _backward_impl if ctx.eager else recurrence_backward_op
+    return grad_y, grad_hn, grad_cn
+
+
+def _recurrence_grads(cell, backend, eager, reverse, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0,
+                      c0, w_hr, lengths, y, ws):
+    """First-order backward of one recurrence: the reverse time loop on ``backend`` (through
+    the custom op unless ``eager``), then the hoisted weight GEMMs over all T*B rows.
+    Returns (d_xg, d_w_hh, d_b_hn, d_h0, d_c0, d_w_hr)."""
+    run_backward = _backward_impl if eager else recurrence_backward_op
     d_xg, d_hn_gru, d_h_proj, d_h0, d_c0 = run_backward(
-        ctx.cell, ctx.backend, _contiguous(grad_y), grad_hn.contiguous(), grad_cn.contiguous(),
-        w_hh, b_hn, h0, c0, w_hr, lengths, ctx.reverse, y, ws)
-    # Hoisted GEMMs over all T*B rows (the part a kernel should not do step by step).
-    spec = cell_spec(ctx.cell)
+        cell, backend, _contiguous(grad_y), grad_hn.contiguous(), grad_cn.contiguous(),
+        w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y, ws)
+    spec = cell_spec(cell)
     hidden = w_hh.shape[0] // spec.num_gates
     d_pre_hh = d_xg
     d_b_hn = None
-    if ctx.cell == "gru":
+    if cell == "gru":
         d_pre_hh = torch.cat([d_xg[..., :2 * hidden], d_hn_gru], dim=-1)
         d_b_hn = d_hn_gru.sum(dim=(0, 1)) if b_hn is not None else None
-    h_prev = _previous_states(y, h0, lengths, ctx.reverse)
+    h_prev = _previous_states(y, h0, lengths, reverse)
     d_w_hh = gemm.matmul_tn(d_pre_hh.flatten(0, 1), h_prev.flatten(0, 1))
     d_w_hr = None
     if w_hr is not None:
         o, c_t = ws[..., 3 * hidden:4 * hidden], ws[..., 4 * hidden:5 * hidden]
         d_w_hr = gemm.matmul_tn(d_h_proj.flatten(0, 1), (o * torch.tanh(c_t)).flatten(0, 1))
-    return (None, None, d_xg, d_w_hh, d_b_hn, d_h0, d_c0 if c0 is not None else None, d_w_hr,
-            None, None, None)
+    return d_xg, d_w_hh, d_b_hn, d_h0, d_c0 if c0 is not None else None, d_w_hr
+
+
+def _backward(ctx, grad_y, grad_hn, grad_cn, _grad_ws):
+    xg, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws = ctx.saved_tensors
+    grad_y, grad_hn, grad_cn = _state_grads(grad_y, grad_hn, grad_cn, y, h0, c0)
+    if torch.is_grad_enabled():
+        def run(*leaves):
+            return reference.recurrence(ctx.cell, *leaves, lengths, ctx.reverse)
+        grads = _reference_grads(run, [xg, w_hh, b_hn, h0, c0, w_hr], (grad_y, grad_hn, grad_cn))
+    else:
+        grads = _recurrence_grads(ctx.cell, ctx.backend, ctx.eager, ctx.reverse, grad_y,
+                                  grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
+    return (None, None, *grads, None, None, None)
 
 
 recurrence_op.register_autograd(_backward, setup_context=_setup_context)
@@ -205,6 +223,70 @@ class _EagerRecurrence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         return _backward(ctx, *grads)
+
+
+class _EagerLayer(torch.autograd.Function):
+    """Input projection and recurrence of one layer-direction as one autograd node, for plain
+    eager CPU training (see ``projected_recurrence``): the kernels and formulas of
+    ``fastrnn.projection`` and ``_EagerRecurrence``, chained.
+
+    Why: one ``Function.apply`` and one backward node fewer per layer-direction, and xg
+    (T, B, G*H) is freed after the forward instead of being kept for backward (only the
+    smaller x is: double backward recomputes the projection from it).
+    """
+
+    @staticmethod
+    def forward(ctx, x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr, lengths, reverse):
+        xg = gemm.linear(x, w_ih, bias).contiguous()
+        y, h_n, c_n, ws = _forward_impl(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths,
+                                        reverse, True)
+        ctx.cell, ctx.backend, ctx.reverse = cell, backend, reverse
+        ctx.set_materialize_grads(False)  # see _setup_context
+        ctx.save_for_backward(x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
+        return y, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, grad_y, grad_hn, grad_cn):
+        x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws = ctx.saved_tensors
+        grad_y, grad_hn, grad_cn = _state_grads(grad_y, grad_hn, grad_cn, y, h0, c0)
+        if torch.is_grad_enabled():  # create_graph: differentiate projection + reference
+            def run(x, w_ih, bias, *rest):
+                return reference.recurrence(ctx.cell, F.linear(x, w_ih, bias), *rest, lengths,
+                                            ctx.reverse)
+            grads = _reference_grads(run, [x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr],
+                                     (grad_y, grad_hn, grad_cn))
+            return (*grads[:3], None, None, *grads[3:], None, None)
+        d_xg, *rest = _recurrence_grads(ctx.cell, ctx.backend, True, ctx.reverse, grad_y,
+                                        grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, y,
+                                        ws)
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        flat = d_xg.flatten(0, 1)
+        d_x = gemm.matmul(d_xg, w_ih) if need_x else None
+        d_w_ih = gemm.matmul_tn(flat, x.reshape(-1, x.shape[-1])) if need_w else None
+        d_bias = flat.sum(0) if need_b and bias is not None else None
+        return (d_x, d_w_ih, d_bias, None, None, *rest, None, None)
+
+
+def projection_joins_recurrence(x: Tensor, *tensors: Optional[Tensor]) -> bool:
+    """Whether ``projected_recurrence`` applies to a layer-direction with input ``x`` and the
+    other tensors of the call: plain eager CPU training (a graph to record, no autocast)."""
+    tensors = (x, *tensors)
+    return (x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+            and torch.is_grad_enabled()
+            and any(t is not None and t.requires_grad for t in tensors)
+            and only_eager_sees(*tensors))
+
+
+def projected_recurrence(cell: str, backend: str, x: Tensor, w_ih: Tensor,
+                         bias: Optional[Tensor], w_hh: Tensor, b_hn: Optional[Tensor],
+                         h0: Tensor, c0: Optional[Tensor], w_hr: Optional[Tensor],
+                         lengths: Optional[Tensor],
+                         reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """xg = x (T, B, I) @ w_ih (G*H, I)^T + bias (G*H,), then ``recurrence`` on xg (its other
+    arguments and shapes), as one autograd node (``_EagerLayer``): returns (y, h_n, c_n).
+    Only where ``projection_joins_recurrence`` holds."""
+    return _EagerLayer.apply(x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr, lengths,
+                             reverse)
 
 
 def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],

@@ -70,6 +70,63 @@ def test_eager_path_equals_custom_op(backend, cell, proj):
         assert torch.equal(a, b)
 
 
+def _layer_outputs_and_grads(cell, proj, lengths, reverse):
+    from fastrnn.functional import layer_direction
+    torch.manual_seed(0)
+    seq_len, batch, features, hidden = 6, 3, 7, 5
+    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell]
+    width = proj or hidden
+    params = [torch.randn(gates * hidden, features), torch.randn(gates * hidden, width),
+              torch.randn(gates * hidden), torch.randn(gates * hidden),
+              torch.randn(proj, hidden) if proj else None]
+    leaves = [p if p is None else p.requires_grad_() for p in params]
+    x = torch.randn(seq_len, batch, features, requires_grad=True)
+    h0 = torch.randn(batch, width, requires_grad=True)
+    c0 = torch.randn(batch, hidden, requires_grad=True) if cell == "lstm" else None
+    lengths = None if lengths is None else torch.tensor(lengths)
+    y, h_n, c_n = layer_direction(cell, x, leaves[0], leaves[1], leaves[2], leaves[3],
+                                  leaves[4], h0, c0, lengths, reverse, backend="numba")
+    outs = [t for t in (y, h_n, c_n) if t is not None]
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in outs)
+    wanted = [t for t in [x, *leaves, h0, c0] if t is not None]
+    return y.grad_fn.name(), outs + list(torch.autograd.grad(loss, wanted))
+
+
+@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 1, 4], True)])
+def test_projection_joins_recurrence_in_eager_training(monkeypatch, cell, proj, lengths,
+                                                       reverse):
+    """Plain eager CPU training runs projection + recurrence as one autograd node, with the
+    same kernels as the two-node path: outputs and gradients bit-identical to it."""
+    backend_or_skip("numba", device="cpu", cell=cell)
+    node, joined = _layer_outputs_and_grads(cell, proj, lengths, reverse)
+    assert node == "_EagerLayerBackward"
+    import fastrnn.functional
+    monkeypatch.setattr(fastrnn.functional, "projection_joins_recurrence", lambda *t: False)
+    node, separate = _layer_outputs_and_grads(cell, proj, lengths, reverse)
+    assert node == "_EagerRecurrenceBackward"
+    assert len(joined) == len(separate)
+    for a, b in zip(joined, separate):
+        assert torch.equal(a, b)
+
+
+def test_joined_layer_keeps_x_not_the_gate_preactivations():
+    """The joined node saves x (T, B, I) for the input weights' gradient, not xg (T, B, 4H)."""
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(3, 8, backend="numba")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    saved = []
+
+    def pack(t):
+        saved.append(tuple(t.shape))
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, _ = lstm(x)
+    assert out.grad_fn.name() == "_EagerLayerBackward"
+    assert (5, 2, 3) in saved and (5, 2, 32) not in saved
+
+
 def test_plain_eager_module_skips_the_op_dispatch(monkeypatch):
     """A module call in plain eager mode (parameters, requires_grad input) runs the eager
     path forward and backward: the custom ops are never entered."""
