@@ -30,6 +30,11 @@ _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # Below this size the two transposed copies oneDNN makes cost more than MKL's native
 # transposed product (T*B=100, 256x64: 23 us MKL vs 27-80 us oneDNN, measured).
 _TN_ONEDNN_MIN_MACS = 4_000_000
+# Below this size oneDNN's fixed cost per call outweighs its faster kernel in ``linear``
+# (x @ W^T + b, 2 threads): 18 us vs MKL's 2.6 us at (1, 8) x (8, 32); 32 vs 27 us at 1.6M
+# multiply-adds (T*B=100, 64 -> 256); from 6.6M on oneDNN wins (53 vs 78 us). Measured on
+# the dev machine, scratch timing script, best of 300 calls.
+_LINEAR_ONEDNN_MIN_MACS = 3_000_000
 
 
 def _onednn_linear():
@@ -73,7 +78,9 @@ def uses_onednn(*tensors: Tensor) -> bool:
 
 def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
     """x (..., K) @ w (N, K)^T + b (N,) -> (..., N)."""
-    if uses_onednn(x, w) and (b is None or b.dtype == x.dtype):
+    if (uses_onednn(x, w) and (b is None or b.dtype == x.dtype)
+            and (x.dtype != torch.float32
+                 or x.numel() * w.shape[0] >= _LINEAR_ONEDNN_MIN_MACS)):
         return _LINEAR(x, w, b, "none", [], "")
     return F.linear(x, w, b)
 

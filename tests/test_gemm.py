@@ -40,6 +40,28 @@ def test_products_match_float64(dtype, m, k, n):
                                rtol=tol)
 
 
+def test_linear_leaves_small_float32_products_to_torch(monkeypatch):
+    """linear: oneDNN from _LINEAR_ONEDNN_MIN_MACS multiply-adds on (its fixed cost loses
+    below), F.linear under it; other oneDNN dtypes always go to oneDNN."""
+    if gemm._LINEAR is None:
+        pytest.skip("this torch has no oneDNN inner product")
+    calls = []
+
+    def recording(*args):
+        calls.append(args[0].shape)
+        return real(*args)
+    real = gemm._LINEAR
+    monkeypatch.setattr(gemm, "_LINEAR", recording)
+    small, w = _rand(100, 64), _rand(256, 64, seed=1)  # 1.6M
+    torch.testing.assert_close(gemm.linear(small, w), small @ w.t())
+    assert calls == []
+    large = _rand(400, 64)  # 6.6M
+    torch.testing.assert_close(gemm.linear(large, w), large @ w.t(), atol=1e-5, rtol=1e-5)
+    assert calls == [large.shape]
+    gemm.linear(small.to(torch.bfloat16), w.to(torch.bfloat16))
+    assert len(calls) == 2
+
+
 def test_products_take_the_numba_kernels_by_size():
     """Which kernel runs a product: numba below THREADED_MACS (one thread below
     SINGLE_THREAD_MACS), torch above it and for dtypes numba does not run."""
