@@ -76,11 +76,16 @@ def uses_onednn(*tensors: Tensor) -> bool:
                     for t in tensors))
 
 
+def _onednn_pays(macs: int, *tensors: Tensor) -> bool:
+    """Whether a product of ``macs`` multiply-adds of these tensors goes to oneDNN: where
+    ``uses_onednn``, except float32 products too small for its fixed cost."""
+    return uses_onednn(*tensors) and (tensors[0].dtype != torch.float32
+                                      or macs >= _LINEAR_ONEDNN_MIN_MACS)
+
+
 def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
     """x (..., K) @ w (N, K)^T + b (N,) -> (..., N)."""
-    if (uses_onednn(x, w) and (b is None or b.dtype == x.dtype)
-            and (x.dtype != torch.float32
-                 or x.numel() * w.shape[0] >= _LINEAR_ONEDNN_MIN_MACS)):
+    if _onednn_pays(x.numel() * w.shape[0], x, w) and (b is None or b.dtype == x.dtype):
         return _LINEAR(x, w, b, "none", [], "")
     return F.linear(x, w, b)
 
@@ -90,7 +95,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     fast = _numba_product(a.reshape(-1, a.shape[-1]), b) if a.dim() >= 2 else None
     if fast is not None:
         return fast.view(*a.shape[:-1], b.shape[1])
-    if uses_onednn(a, b):
+    if _onednn_pays(a.numel() * b.shape[1], a, b):
         # b.t() goes in as a strided weight: oneDNN reorders it itself, faster than a
         # .contiguous() copy first ((1600,512) @ (512,128), 2 threads: 43 vs 55 us, measured).
         return _LINEAR(a, b.t(), None, "none", [], "")

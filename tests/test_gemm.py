@@ -22,10 +22,10 @@ def test_onednn_is_used_for_cpu_float32_here():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-# Where the numba kernels run (see fastrnn.backends.numba.products): up to (200, 64, 33) on
-# the calling thread, (400, 130, 96) and (1000, 70, 64) split over threads, (2000, 260, 250)
-# on oneDNN / MKL (past THREADED_MACS).
-@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (37, 5, 130), (200, 64, 33), (0, 4, 3), (6, 0, 2),
+# Where the numba kernels run (see fastrnn.backends.numba.products): up to (37, 5, 130) on
+# torch (below SMALLEST_MACS), (300, 64, 60) on the calling thread, (400, 130, 96) and
+# (1000, 70, 64) split over threads, (2000, 260, 250) on oneDNN / MKL (past THREADED_MACS).
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (37, 5, 130), (300, 64, 60), (0, 4, 3), (6, 0, 2),
                                    (400, 130, 96), (1000, 70, 64), (2000, 260, 250)])
 def test_products_match_float64(dtype, m, k, n):
     a, w, b = _rand(m, k, dtype=dtype), _rand(n, k, dtype=dtype, seed=1), _rand(n, dtype=dtype)
@@ -70,6 +70,7 @@ def test_products_take_the_numba_kernels_by_size():
         pytest.skip("no AVX-512 tiles here: every product stays on torch")
     g, x, w = _rand(100, 256), _rand(100, 64, seed=1), _rand(256, 64, seed=2)
     assert gemm._numba_product(g.t(), x) is not None  # 1.6M: calling thread
+    assert gemm._numba_product(g[:50].t(), x[:50]) is None  # 0.8M: torch's call is cheaper
     assert gemm._numba_product(g, w) is not None
     mid = _rand(1600, 512)  # 105M: threads where torch has them (else torch's kernels)
     threaded = torch.get_num_threads() > 1 and products.omp.available()
