@@ -1,5 +1,5 @@
 """One layer-direction of a recurrent layer: the input GEMM, the backend choice, the custom op
-(or, in plain eager CPU training, both as one autograd node: ``ops.projected_recurrence``)."""
+(or, in plain eager CPU mode, both as one autograd node: ``ops.projected_recurrence``)."""
 from __future__ import annotations
 
 from typing import Optional

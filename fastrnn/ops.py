@@ -8,8 +8,9 @@ autograd formula turns those into gradients of every input with large GEMMs over
 the differentiable reference recurrence, recomputed from the saved inputs.
 ``recurrence`` is what the layers call: the op wherever something may trace or intercept it,
 and the same kernels and formula through a plain autograd.Function in plain eager mode.
-``projected_recurrence`` goes one step further for plain eager CPU training: the input
-projection and the recurrence as one autograd node.
+``projected_recurrence`` goes one step further in plain eager CPU mode: the input projection
+and the recurrence as one autograd node (the numba backend computing the projection inside
+its time loop where the batch is wide enough).
 Shapes follow ``fastrnn.backends``: xg (T,B,G*H), w_hh (G*H,R), h0 (B,R), c0 (B,H), w_hr (P,H).
 """
 from __future__ import annotations
@@ -225,6 +226,20 @@ class _EagerRecurrence(torch.autograd.Function):
         return _backward(ctx, *grads)
 
 
+def _projected_forward(cell, backend, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                       need_workspace):
+    """The input projection, then the forward time loop: (y, h_n, c_n, workspace). Backends
+    that can (numba, ``projects_in_loop``) compute the projection inside the loop, step by
+    step, and never store xg (T, B, G*H); the others get xg from one GEMM over all steps."""
+    kernels = load_backend(backend)
+    if getattr(kernels, "projects_in_loop", None) and kernels.projects_in_loop(x.shape[1]):
+        return kernels.forward_projected(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr,
+                                         lengths, reverse, need_workspace)
+    xg = gemm.linear(x, w_ih, bias).contiguous()
+    return _forward_impl(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                         need_workspace)
+
+
 class _EagerLayer(torch.autograd.Function):
     """Input projection and recurrence of one layer-direction as one autograd node, for plain
     eager CPU training (see ``projected_recurrence``): the kernels and formulas of
@@ -237,9 +252,8 @@ class _EagerLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr, lengths, reverse):
-        xg = gemm.linear(x, w_ih, bias).contiguous()
-        y, h_n, c_n, ws = _forward_impl(cell, backend, xg, w_hh, b_hn, h0, c0, w_hr, lengths,
-                                        reverse, True)
+        y, h_n, c_n, ws = _projected_forward(cell, backend, x, w_ih, bias, w_hh, b_hn, h0, c0,
+                                             w_hr, lengths, reverse, True)
         ctx.cell, ctx.backend, ctx.reverse = cell, backend, reverse
         ctx.set_materialize_grads(False)  # see _setup_context
         ctx.save_for_backward(x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, y, ws)
@@ -269,12 +283,9 @@ class _EagerLayer(torch.autograd.Function):
 
 def projection_joins_recurrence(x: Tensor, *tensors: Optional[Tensor]) -> bool:
     """Whether ``projected_recurrence`` applies to a layer-direction with input ``x`` and the
-    other tensors of the call: plain eager CPU training (a graph to record, no autocast)."""
-    tensors = (x, *tensors)
+    other tensors of the call: plain eager CPU mode without autocast."""
     return (x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
-            and torch.is_grad_enabled()
-            and any(t is not None and t.requires_grad for t in tensors)
-            and only_eager_sees(*tensors))
+            and only_eager_sees(x, *tensors))
 
 
 def projected_recurrence(cell: str, backend: str, x: Tensor, w_ih: Tensor,
@@ -283,10 +294,16 @@ def projected_recurrence(cell: str, backend: str, x: Tensor, w_ih: Tensor,
                          lengths: Optional[Tensor],
                          reverse: bool) -> tuple[Tensor, Tensor, Tensor]:
     """xg = x (T, B, I) @ w_ih (G*H, I)^T + bias (G*H,), then ``recurrence`` on xg (its other
-    arguments and shapes), as one autograd node (``_EagerLayer``): returns (y, h_n, c_n).
-    Only where ``projection_joins_recurrence`` holds."""
-    return _EagerLayer.apply(x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr, lengths,
-                             reverse)
+    arguments and shapes): returns (y, h_n, c_n). With a graph to record, as one autograd
+    node (``_EagerLayer``). Only where ``projection_joins_recurrence`` holds."""
+    tensors = (x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return _EagerLayer.apply(x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr,
+                                 lengths, reverse)
+    with torch.no_grad():
+        y, h_n, c_n, _ = _projected_forward(cell, backend, x, w_ih, bias, w_hh, b_hn, h0, c0,
+                                            w_hr, lengths, reverse, False)
+    return y, h_n, c_n
 
 
 def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional[Tensor],

@@ -44,6 +44,40 @@ def test_matches_reference(cell, proj, shape, reverse, lengths, dtype):
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("reverse,lengths,bias", [(False, None, True), (True, "ragged", False)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_projection_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse, lengths, bias,
+                                                             dtype):
+    """forward_projected (x @ W_ih^T + bias computed per step inside the loop, on batches wide
+    enough for whole register tiles per thread) equals forward on xg computed up front."""
+    numba = _numba()
+    seq_len, batch, features, hidden = 7, 18, 11, 13
+    if not numba.projects_in_loop(batch):
+        pytest.skip("needs torch.get_num_threads() >= 2 and the AVX-512 tiles")
+    assert not numba.projects_in_loop(9)  # 5 + 4 rows: thinner than a tile, hoisted GEMM
+    lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1] if lengths else None
+    args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
+                             dtype=dtype, seed=3)
+    gen = torch.Generator().manual_seed(4)
+    gates = args["w_hh"].shape[0]
+    x = torch.randn(seq_len, batch, features, generator=gen, dtype=torch.float64)
+    w_ih = torch.randn(gates, features, generator=gen, dtype=torch.float64) * 0.3
+    b = torch.randn(gates, generator=gen, dtype=torch.float64) if bias else None
+    xg = x @ w_ih.t() + (b if bias else 0)
+    rest = [args[k] for k in ("w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")]
+    want = numba.forward(cell, xg.to(dtype), *rest, reverse, True)
+    got = numba.forward_projected(cell, x.to(dtype), w_ih.to(dtype),
+                                  None if b is None else b.to(dtype), *rest, reverse, True)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
+    valid = valid_steps(lengths, seq_len, batch)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype == dtype and g.shape == w.shape
+        if i == 3 and w.numel():  # workspace: only valid steps are specified
+            g, w = g[valid], w[valid]
+        torch.testing.assert_close(g.double(), w.double(), atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
 def test_half_precision_inputs_come_back_in_their_dtype(cell, dtype):

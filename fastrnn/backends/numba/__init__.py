@@ -73,10 +73,36 @@ def _lengths(lengths, seq_len, batch):
 
 def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace):
     """Forward time loop (contract: ``fastrnn.backends``)."""
+    return _forward(cell, xg, None, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                    need_workspace)
+
+
+def projects_in_loop(batch: int) -> bool:
+    """Whether ``forward_projected`` takes a batch of ``batch`` rows: where every thread gets
+    whole register tiles of rows (the per-step input product runs at their speed; thinner
+    slices are faster as one GEMM over all steps)."""
+    from fastrnn.backends.numba import threads
+    from fastrnn.backends.numba.vector_tile import AVAILABLE, ROWS
+    ranges = threads.row_ranges(batch, torch.get_num_threads())
+    return AVAILABLE and min(hi - lo for lo, hi in ranges) >= ROWS
+
+
+def forward_projected(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                      need_workspace):
+    """``forward`` with xg = x (T,B,I) @ w_ih (G*H,I)^T + bias (G*H,) computed inside the time
+    loop, step by step (xg is never stored); only where ``projects_in_loop(B)``."""
+    return _forward(cell, None, (x, w_ih, bias), w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                    need_workspace)
+
+
+def _forward(cell, xg, projection, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+             need_workspace):
     from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
-    dtype = _compute_dtype(xg.dtype)
-    seq_len, batch, gates = xg.shape
+    like = xg if xg is not None else projection[0]
+    dtype = _compute_dtype(like.dtype)
+    seq_len, batch = like.shape[:2]
+    gates = w_hh.shape[0]
     hidden = gates // spec.num_gates
     width = h0.shape[1]
     with torch.no_grad():
@@ -89,15 +115,22 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
         b = _np(b_hn, dtype) if b_hn is not None else _placeholder(hidden, dtype)
         c = _np(c0, dtype) if c0 is not None else _placeholder((batch, 0), dtype)
         w_hr_t = _np(w_hr.t(), dtype) if w_hr is not None else _placeholder((hidden, 1), dtype)
+        if projection is None:
+            inputs = (_np(xg, dtype), _placeholder((0, 0, 0), dtype),
+                      _placeholder((0, gates), dtype), _placeholder(0, dtype), False)
+        else:
+            x, w_ih, bias = projection
+            inputs = (_placeholder((0, 0, 0), dtype), _np(x, dtype), _np(w_ih.t(), dtype),
+                      _np(bias, dtype) if bias is not None else _placeholder(0, dtype), True)
         _run("forward", (
-            _CELL_CODES[cell], _np(xg, dtype), _np(w_hh.t(), dtype), b,
+            _CELL_CODES[cell], *inputs, _np(w_hh.t(), dtype), b,
             _np(h0, dtype), c, w_hr_t, w_hr is not None,
             _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
             h_n.numpy(), c_n.numpy(), ws.numpy()), batch)
-        out = xg.dtype
+        out = like.dtype
         return (y.to(out), h_n.to(out),
-                c_n.to(out) if spec.has_cell_state else xg.new_empty(0),
-                ws.to(out) if ws_needed else xg.new_empty(0))
+                c_n.to(out) if spec.has_cell_state else like.new_empty(0),
+                ws.to(out) if ws_needed else like.new_empty(0))
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,

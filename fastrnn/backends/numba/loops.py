@@ -164,27 +164,37 @@ def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
 
 
 @njit(**_FAST)
-def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reverse,
-                 need_ws, y, h_n, c_n, ws, lo, hi):
+def forward_loop(cell, xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_hr_t,
+                 has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, lo, hi):
     """Forward recurrence of batch rows lo:hi, writing y (T,B,R), h_n (B,R), c_n (B,H),
     ws (T,B,W*H) in place at those rows.
 
-    xg (T,B,G*H); w_hh_t (R,G*H) = W_hh^T; b_hn (H,) (zeros when absent); h0 (B,R);
-    c0 (B,H) for LSTM, (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
+    The input part of the gates: xg (T,B,G*H), or, where ``project``, computed step by step
+    as x_in[t] (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,; empty: none) (xg is then unused).
+    w_hh_t (R,G*H) = W_hh^T; b_hn (H,) (zeros when absent); h0 (B,R); c0 (B,H) for LSTM,
+    (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
     """
-    seq_len, _, gates = xg.shape
+    seq_len = y.shape[0]
+    gates = w_hh_t.shape[1]
     rows = hi - lo
     width = h0.shape[1]
     H = b_hn.shape[0]
     h = h0[lo:hi].copy()  # local, contiguous: the matmul's left operand
     c = c0[lo:hi].copy()
-    gh = np.empty((rows, gates), dtype=xg.dtype)
-    m = np.zeros((rows, H), dtype=xg.dtype)
-    hp = np.empty((rows, width), dtype=xg.dtype)
-    n = np.empty(H, dtype=xg.dtype)
+    gh = np.empty((rows, gates), dtype=y.dtype)
+    # this step's input part when projecting here (rows, G*H); never read otherwise
+    gx = np.empty((rows, gates) if project else (1, gates), dtype=y.dtype)
+    m = np.zeros((rows, H), dtype=y.dtype)
+    hp = np.empty((rows, width), dtype=y.dtype)
+    n = np.empty(H, dtype=y.dtype)
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         matmul_into(h, w_hh_t, gh)
+        if project:
+            matmul_into(x_in[t, lo:hi], w_ih_t, gx)
+            if bias.shape[0] > 0:
+                for b in range(rows):
+                    _add_into(gx[b], bias)
         for b in range(rows):
             row = lo + b
             if t >= lengths[row]:
@@ -192,7 +202,7 @@ def forward_loop(cell, xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reve
                 if need_ws:
                     ws[t, row, :] = 0
                 continue
-            x = xg[t, row]
+            x = gx[b] if project else xg[t, row]
             g = gh[b]
             if cell == RNN_TANH or cell == RNN_RELU:
                 _rnn_row(cell == RNN_TANH, g, x, h[b], y[t, row], H)

@@ -148,6 +148,9 @@ def _run_forward(data, template):
     ints = np.empty(0, dtype=np.int64)
     at = _HEADER
     xg, at = _array3(job, at, template)
+    x_in, at = _array3(job, at, template)
+    w_ih_t, at = _array2(job, at, template)
+    bias, at = _array1(job, at, template)
     w_hh_t, at = _array2(job, at, template)
     b_hn, at = _array1(job, at, template)
     h0, at = _array2(job, at, template)
@@ -158,8 +161,8 @@ def _run_forward(data, template):
     h_n, at = _array2(job, at, template)
     c_n, at = _array2(job, at, template)
     ws, at = _array3(job, at, template)
-    forward_loop(job[2], xg, w_hh_t, b_hn, h0, c0, w_hr_t, job[3] != 0, lengths, job[4] != 0,
-                 job[5] != 0, y, h_n, c_n, ws, lo, hi)
+    forward_loop(job[2], xg, x_in, w_ih_t, bias, job[6] != 0, w_hh_t, b_hn, h0, c0, w_hr_t,
+                 job[3] != 0, lengths, job[4] != 0, job[5] != 0, y, h_n, c_n, ws, lo, hi)
 
 
 @njit(inline="always")
@@ -265,10 +268,11 @@ def run(kind: str, args: tuple, batch: int, threads: int) -> None:
     without lo/hi) over ``threads`` ranges of rows on torch's OpenMP team."""
     cell, *rest = args
     if kind == "forward":
-        (xg, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths, reverse, need_ws, y, h_n, c_n,
-         ws) = rest
-        flags = (cell, int(has_proj), int(reverse), int(need_ws))
-        arrays = (xg, w_hh_t, b_hn, h0, c0, w_hr_t, lengths, y, h_n, c_n, ws)
+        (xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths,
+         reverse, need_ws, y, h_n, c_n, ws) = rest
+        flags = (cell, int(has_proj), int(reverse), int(need_ws), int(project))
+        arrays = (xg, x_in, w_ih_t, bias, w_hh_t, b_hn, h0, c0, w_hr_t, lengths, y, h_n, c_n,
+                  ws)
         dtype = xg.dtype
     else:
         (grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, lengths, reverse, y, ws, d_xg,
