@@ -18,3 +18,9 @@ def only_eager_sees(*tensors) -> bool:
             and torch._C._len_torch_dispatch_stack() == 0
             and not torch._C._is_torch_function_mode_enabled()
             and all(type(t) in _PLAIN_TYPES for t in tensors if t is not None))
+
+
+def records_graph(*tensors) -> bool:
+    """Whether autograd records a graph for an op on these tensors (``None`` entries ignored):
+    grad mode is on and one of them requires grad. Where not, no Function is needed."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

@@ -10,6 +10,7 @@ from torch import Tensor
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import choose_backend
+from fastrnn.eager import records_graph
 from fastrnn.ops import projected_recurrence, projection_joins_recurrence, recurrence
 from fastrnn.projection import input_projection
 
@@ -62,8 +63,7 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
                                            lengths, reverse)
     else:
         xg = input_projection(x, w_ih, bias)
-        need_workspace = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (xg, *state))
+        need_workspace = records_graph(xg, *state)
         y, h_n, c_n, _ = recurrence(cell, backend_for(xg), xg.contiguous(), *state, lengths,
                                     reverse, need_workspace)
     return y, h_n, (c_n if spec.has_cell_state else None)

@@ -24,7 +24,8 @@ from torch import Tensor
 from fastrnn import gemm, huge_pages, reference
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import load_backend
-from fastrnn.eager import only_eager_sees
+from fastrnn.eager import only_eager_sees, records_graph
+from fastrnn.projection import projection_grads
 
 
 def _forward_shapes(cell, xg, h0, need_workspace):
@@ -273,12 +274,9 @@ class _EagerLayer(torch.autograd.Function):
         d_xg, *rest = _recurrence_grads(ctx.cell, ctx.backend, True, ctx.reverse, grad_y,
                                         grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, y,
                                         ws)
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        flat = d_xg.flatten(0, 1)
-        d_x = gemm.matmul(d_xg, w_ih) if need_x else None
-        d_w_ih = gemm.matmul_tn(flat, x.reshape(-1, x.shape[-1])) if need_w else None
-        d_bias = flat.sum(0) if need_b and bias is not None else None
-        return (d_x, d_w_ih, d_bias, None, None, *rest, None, None)
+        projection = projection_grads(d_xg, x, w_ih, bias is not None,
+                                      ctx.needs_input_grad[:3])
+        return (*projection, None, None, *rest, None, None)
 
 
 def projection_joins_recurrence(x: Tensor, *tensors: Optional[Tensor]) -> bool:
@@ -297,7 +295,7 @@ def projected_recurrence(cell: str, backend: str, x: Tensor, w_ih: Tensor,
     arguments and shapes): returns (y, h_n, c_n). With a graph to record, as one autograd
     node (``_EagerLayer``). Only where ``projection_joins_recurrence`` holds."""
     tensors = (x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if records_graph(*tensors):
         return _EagerLayer.apply(x, w_ih, bias, cell, backend, w_hh, b_hn, h0, c0, w_hr,
                                  lengths, reverse)
     with torch.no_grad():
@@ -316,6 +314,6 @@ def recurrence(cell: str, backend: str, xg: Tensor, w_hh: Tensor, b_hn: Optional
     tensors = (xg, w_hh, b_hn, h0, c0, w_hr, lengths)
     if not only_eager_sees(*tensors):
         return recurrence_op(*args)
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    if not records_graph(*tensors):
         return _forward_impl(*args)  # no graph to record
     return _EagerRecurrence.apply(*args)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn import gemm
+from fastrnn.eager import records_graph
 
 
 class _InputProjection(torch.autograd.Function):
@@ -28,16 +29,26 @@ class _InputProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        flat_grad = grad.reshape(-1, grad.shape[-1])
         if torch.is_grad_enabled():  # create_graph: stay differentiable
+            need_x, need_w, need_b = ctx.needs_input_grad
+            flat_grad = grad.reshape(-1, grad.shape[-1])
             d_x = grad @ w if need_x else None
             d_w = flat_grad.t() @ x.reshape(-1, x.shape[-1]) if need_w else None
-        else:
-            d_x = gemm.matmul(grad, w) if need_x else None
-            d_w = gemm.matmul_tn(flat_grad, x.reshape(-1, x.shape[-1])) if need_w else None
-        d_b = flat_grad.sum(0) if (need_b and ctx.has_bias) else None
-        return d_x, d_w, d_b
+            d_b = flat_grad.sum(0) if (need_b and ctx.has_bias) else None
+            return d_x, d_w, d_b
+        return projection_grads(grad, x, w, ctx.has_bias, ctx.needs_input_grad[:3])
+
+
+def projection_grads(grad: Tensor, x: Tensor, w: Tensor, has_bias: bool, needs):
+    """Gradients of xg = x @ w^T + bias from grad (T, B, G*H), on ``fastrnn.gemm``'s kernels
+    (not differentiable): (d_x (T, B, I), d_w (G*H, I), d_bias (G*H,)), each None where
+    ``needs`` (three bools) says it is not wanted or there is no bias."""
+    need_x, need_w, need_b = needs
+    flat_grad = grad.reshape(-1, grad.shape[-1])
+    d_x = gemm.matmul(grad, w) if need_x else None
+    d_w = gemm.matmul_tn(flat_grad, x.reshape(-1, x.shape[-1])) if need_w else None
+    d_b = flat_grad.sum(0) if (need_b and has_bias) else None
+    return d_x, d_w, d_b
 
 
 def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -49,7 +60,6 @@ def input_projection(x: Tensor, w: Tensor, bias: Optional[Tensor]) -> Tensor:
     """
     if not gemm.uses_onednn(x, w) or torch._C._are_functorch_transforms_active():
         return F.linear(x, w, bias)
-    if not (torch.is_grad_enabled()
-            and any(t is not None and t.requires_grad for t in (x, w, bias))):
+    if not records_graph(x, w, bias):
         return gemm.linear(x, w, bias)  # no graph to record: skip Function.apply (~20 us)
     return _InputProjection.apply(x, w, bias)
