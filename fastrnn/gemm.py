@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fastrnn import machine
 from fastrnn.eager import only_eager_sees
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
@@ -73,7 +74,8 @@ def uses_onednn(*tensors: Tensor) -> bool:
     return (_LINEAR is not None and torch.backends.mkldnn.enabled
             and not torch.compiler.is_compiling()
             and all(t.device.type == "cpu" and t.dtype in _ONEDNN_DTYPES and t.numel() > 0
-                    for t in tensors))
+                    for t in tensors)
+            and machine.onednn_accepts(tensors[0].dtype))
 
 
 def _onednn_pays(macs: int, *tensors: Tensor) -> bool:

@@ -3,7 +3,7 @@ same results as torch's matmul whichever kernel runs them."""
 import pytest
 import torch
 
-from fastrnn import gemm
+from fastrnn import gemm, machine
 from fastrnn.projection import input_projection
 
 
@@ -58,8 +58,10 @@ def test_linear_leaves_small_float32_products_to_torch(monkeypatch):
     large = _rand(400, 64)  # 6.6M
     torch.testing.assert_close(gemm.linear(large, w), large @ w.t(), atol=1e-5, rtol=1e-5)
     assert calls == [large.shape]
-    gemm.linear(small.to(torch.bfloat16), w.to(torch.bfloat16))
-    assert len(calls) == 2
+    out = gemm.linear(small.to(torch.bfloat16), w.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    # bfloat16 goes to oneDNN only where oneDNN accepts it on this CPU (fastrnn.machine)
+    assert len(calls) == (2 if machine.onednn_accepts(torch.bfloat16) else 1)
 
 
 def test_products_take_the_numba_kernels_by_size():

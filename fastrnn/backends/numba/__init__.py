@@ -12,8 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fastrnn import huge_pages, machine
 from fastrnn.backends.problem import Problem
-from fastrnn import huge_pages
+
+machine.configure_numba()  # before any kernel of this package is compiled
 
 _CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _NATIVE = (torch.float32, torch.float64)

@@ -16,26 +16,20 @@ without a transposed copy of ``g``. ``matmul.matmul_into`` computes the addresse
 into blocks (``accumulate`` adds a block's product to ``out``) and covers the rows and columns
 left over by whole tiles with its plain kernels.
 """
-import llvmlite.binding as llvm
 import llvmlite.ir as ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from fastrnn import machine
+
 ROWS = 8
-
-
-def _host_has_avx512() -> bool:
-    try:
-        return bool(llvm.get_host_cpu_features().get("avx512f", False))
-    except RuntimeError:  # features unknown on this host
-        return False
 
 
 # The tiles assume 32 vector registers of 512 bits (8 x 3 accumulators + operands). With 16
 # AVX2 registers they would spill, so elsewhere matmul.py keeps to its plain kernels.
 # (Numba's disk cache is keyed by the host CPU, so compiled code never crosses machines.)
-AVAILABLE = _host_has_avx512()
+AVAILABLE = machine.cpu_isa() == "avx512"
 
 
 def lanes(itemsize: int) -> int:
