@@ -15,6 +15,8 @@ class CellSpec:
 
     Attributes:
         name: op-level name: ``rnn_tanh``, ``rnn_relu``, ``lstm`` or ``gru``.
+        code: the integer kernels use for the cell (numba, triton, and csrc's ``CellKind``,
+            whose order a test checks against this one).
         num_gates: G; ``w_ih`` has ``G*H`` rows, in ``gate_order``.
         gate_order: torch.nn's row order of the stacked gate weights.
         has_cell_state: LSTM carries ``c`` besides ``h``.
@@ -23,6 +25,7 @@ class CellSpec:
     """
 
     name: str
+    code: int
     num_gates: int
     gate_order: tuple[str, ...]
     has_cell_state: bool
@@ -34,12 +37,12 @@ class CellSpec:
 
 
 # RNN saves nothing: the derivative of tanh / relu is read off the output h_t itself.
-RNN_TANH = CellSpec("rnn_tanh", 1, ("h",), False, ())
-RNN_RELU = CellSpec("rnn_relu", 1, ("h",), False, ())
+RNN_TANH = CellSpec("rnn_tanh", 0, 1, ("h",), False, ())
+RNN_RELU = CellSpec("rnn_relu", 1, 1, ("h",), False, ())
 # LSTM saves the activated gates and the new cell state c_t (o * tanh(c_t) is recomputed).
-LSTM = CellSpec("lstm", 4, ("i", "f", "g", "o"), True, ("i", "f", "g", "o", "c"))
+LSTM = CellSpec("lstm", 2, 4, ("i", "f", "g", "o"), True, ("i", "f", "g", "o", "c"))
 # GRU saves the activated gates and hn = W_hn h_{t-1} + b_hn, which dr needs.
-GRU = CellSpec("gru", 3, ("r", "z", "n"), False, ("r", "z", "n", "hn"))
+GRU = CellSpec("gru", 3, 3, ("r", "z", "n"), False, ("r", "z", "n", "hn"))
 
 CELLS: dict[str, CellSpec] = {c.name: c for c in (RNN_TANH, RNN_RELU, LSTM, GRU)}
 
