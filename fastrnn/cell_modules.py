@@ -52,6 +52,12 @@ class CellMixin(BackendMixin):
                     raise ValueError(
                         f"{label}: Expected {what} to be 1D or 2D, got {value.dim()}D instead")
         cell = self._cell_name()
+        backend = self.backend
+        if input.numel() or input.dim() == 1:
+            backend = self._choose(input, cell, 1, input.size(0) if input.dim() == 2 else 1,
+                                   self.hidden_size, 0, False, "cell")
+        if backend == "native":
+            return self._torch_class.forward(self, input, hx)
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         if hx is None:
@@ -73,7 +79,7 @@ class CellMixin(BackendMixin):
             context = torch.autocast(x.device.type, enabled=False)
         with context:
             _, h, c = layer_direction(cell, x.unsqueeze(0), *weights, None, states[0],
-                                      states[1] if is_lstm else None, None, False, self.backend)
+                                      states[1] if is_lstm else None, None, False, backend)
         if not batched:
             h = h.squeeze(0)
             c = c.squeeze(0) if c is not None else None

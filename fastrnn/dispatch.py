@@ -1,5 +1,11 @@
-"""Backend choice: the auto order, explicit choices (argument or FASTRNN_BACKEND), and the
-reasons a backend cannot run an input. An explicit choice never falls back silently."""
+"""Backend choice: explicit choices (argument or FASTRNN_BACKEND), ``auto``, and the reasons a
+backend cannot run an input. An explicit choice never falls back silently: it raises.
+
+Two levels. A module call (``choose_module_backend``) chooses between ``native`` (torch.nn's
+own implementation of the whole call) and fastrnn's kernels; ``auto`` takes the kernel only
+where this machine class's measurements (``fastrnn.auto``) show it faster. A layer-direction
+(``choose_backend``, what ``fastrnn.functional`` runs) chooses among the kernels only.
+"""
 from __future__ import annotations
 
 import functools
@@ -8,21 +14,23 @@ import os
 
 import torch
 
+from fastrnn import auto
 from fastrnn.backends.problem import Problem
 
-BACKENDS = ("reference", "numba", "triton", "cuda")
+KERNELS = ("reference", "numba", "triton", "cuda")  # run one layer-direction
+BACKENDS = ("native",) + KERNELS
 CHOICES = ("auto",) + BACKENDS
 ENV_VAR = "FASTRNN_BACKEND"
 
-# Fastest first, per device type. On CUDA the compiled kernels come first, then Triton.
-# On the CPU numba's fused loop beats the reference's per-step torch ops everywhere (see
-# README, "CPU results"); triton runs on the CPU only under TRITON_INTERPRET=1, a test mode.
-AUTO_ORDER = {
+# A layer-direction asked for 'auto' directly (the functional API) takes the first kernel that
+# can run it. Triton runs on the CPU only under TRITON_INTERPRET=1, a test mode.
+KERNEL_ORDER = {
     "cuda": ("cuda", "triton", "reference"),
     "cpu": ("numba", "reference"),
 }
-_MODULES = {"reference": "fastrnn.reference", "numba": "fastrnn.backends.numba",
-            "triton": "fastrnn.backends.triton", "cuda": "fastrnn.backends.cuda"}
+_MODULES = {"native": "fastrnn.backends.native", "reference": "fastrnn.reference",
+            "numba": "fastrnn.backends.numba", "triton": "fastrnn.backends.triton",
+            "cuda": "fastrnn.backends.cuda"}
 
 
 class BackendUnavailableError(RuntimeError):
@@ -58,6 +66,31 @@ def requested_backend(module_choice: str) -> str:
     return check_backend_name(env, argument=f"environment variable {ENV_VAR}") if env else "auto"
 
 
+def _explicit(request: str, problem: Problem) -> str:
+    reasons = unsupported_reasons(request, problem)
+    if reasons:
+        raise BackendUnavailableError(
+            f"fastrnn backend {request!r} was requested but cannot run this input "
+            f"({problem.cell}, {problem.dtype}, device {problem.device}, T={problem.seq_len}, "
+            f"B={problem.batch}, H={problem.hidden}): " + "; ".join(reasons))
+    return request
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose(request: str, problem: Problem) -> str:
+    if request == "native":
+        raise ValueError("backend 'native' runs whole modules (fastrnn.LSTM(..., "
+                         "backend='native')), not one layer-direction")
+    if request != "auto":
+        return _explicit(request, problem)
+    order = KERNEL_ORDER.get(problem.device.type, ("reference",))
+    for name in order:
+        if not unsupported_reasons(name, problem):
+            return name
+    reasons = {name: unsupported_reasons(name, problem) for name in order}
+    raise BackendUnavailableError(f"no fastrnn backend can run this input: {reasons}")
+
+
 @torch.compiler.assume_constant_result
 def _choose_traced(request: str, cell: str, device: str, dtype: torch.dtype, seq_len: int,
                    batch: int, hidden: int, proj: int, has_lengths: bool) -> str:
@@ -66,32 +99,65 @@ def _choose_traced(request: str, cell: str, device: str, dtype: torch.dtype, seq
                                     proj, has_lengths))
 
 
-@functools.lru_cache(maxsize=4096)
-def _choose(request: str, problem: Problem) -> str:
-    if request != "auto":
-        reasons = unsupported_reasons(request, problem)
-        if reasons:
-            raise BackendUnavailableError(
-                f"fastrnn backend {request!r} was requested but cannot run this input "
-                f"({problem.cell}, {problem.dtype}, device {problem.device}, T={problem.seq_len}, "
-                f"B={problem.batch}, H={problem.hidden}): " + "; ".join(reasons))
-        return request
-    order = AUTO_ORDER.get(problem.device.type, ("reference",))
-    for name in order:
-        if not unsupported_reasons(name, problem):
-            return name
-    reasons = {name: unsupported_reasons(name, problem) for name in order}
-    raise BackendUnavailableError(f"no fastrnn backend can run this input: {reasons}")
-
-
 def choose_backend(module_choice: str, problem: Problem) -> str:
-    """Name of the backend that runs ``problem``: explicit (checked) or the first in auto order."""
+    """The kernel that runs one layer-direction ``problem``: the explicit one (checked) or,
+    for 'auto', the first of ``KERNEL_ORDER`` that can run it."""
     request = requested_backend(module_choice)
     if torch.compiler.is_compiling():
         p = problem
         return _choose_traced(request, p.cell, str(p.device), p.dtype, p.seq_len, p.batch,
                               p.hidden, p.proj, p.has_lengths)
     return _choose(request, problem)
+
+
+def auto_decision(problem: Problem, kind: str = "sequence") -> auto.Decision:
+    """What ``auto`` runs for a module call ``problem`` (``kind``: 'sequence' for RNN/LSTM/GRU,
+    'cell' for the cells), and why."""
+    cls = auto.machine_class(problem.device)
+    decision = auto.decide(problem.device.type, cls, kind, problem.cell, problem.dtype,
+                           problem.mode, problem.seq_len, problem.batch, problem.hidden,
+                           problem.proj)
+    if decision.backend != "native" and unsupported_reasons(decision.backend, problem):
+        why = "; ".join(unsupported_reasons(decision.backend, problem))
+        decision = auto.Decision("native", f"{decision.backend} measured faster but: {why}")
+    native_reasons = unsupported_reasons("native", problem)
+    if decision.backend == "native" and native_reasons:
+        # torch.nn cannot serve this call (e.g. cuDNN's backward in eval mode): the fastest
+        # kernel measured on this class, else the first kernel that can run it.
+        for name in auto.measured_kernels(cls) + KERNEL_ORDER.get(problem.device.type, ()):
+            if not unsupported_reasons(name, problem):
+                return auto.Decision(name, "; ".join(native_reasons) + f"; {name} instead")
+        raise BackendUnavailableError(f"no backend can run this input: {native_reasons}")
+    return decision
+
+
+@functools.lru_cache(maxsize=4096)
+def _choose_module(request: str, problem: Problem, kind: str) -> str:
+    if request != "auto":
+        return _explicit(request, problem)
+    return auto_decision(problem, kind).backend
+
+
+@torch.compiler.assume_constant_result
+def _choose_module_traced(request: str, cell: str, device: str, dtype: torch.dtype,
+                          seq_len: int, batch: int, hidden: int, proj: int, has_lengths: bool,
+                          mode: str, module_training: bool, kind: str) -> str:
+    # Plain arguments: under torch.compile the choice is made once at trace time.
+    return _choose_module(request, Problem(cell, torch.device(device), dtype, seq_len, batch,
+                                           hidden, proj, has_lengths, mode, module_training),
+                          kind)
+
+
+def choose_module_backend(module_choice: str, problem: Problem, kind: str = "sequence") -> str:
+    """The backend of a whole module call: 'native' (the caller then runs torch.nn's own
+    forward) or a kernel name that every layer-direction of the call then uses."""
+    request = requested_backend(module_choice)
+    if torch.compiler.is_compiling():
+        p = problem
+        return _choose_module_traced(request, p.cell, str(p.device), p.dtype, p.seq_len,
+                                     p.batch, p.hidden, p.proj, p.has_lengths, p.mode,
+                                     p.module_training, kind)
+    return _choose_module(request, problem, kind)
 
 
 def available_backends(device: str | torch.device | None = None) -> dict[str, list[str]]:

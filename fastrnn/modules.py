@@ -15,8 +15,9 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastrnn.autocast import autocast_compute_dtype
+from fastrnn.backends.problem import Problem
 from fastrnn.cells import module_cell_name
-from fastrnn.dispatch import check_backend_name
+from fastrnn.dispatch import check_backend_name, choose_module_backend
 from fastrnn.layers import run_stack
 
 
@@ -52,12 +53,37 @@ def allow_dynamo_tracing() -> None:
     torch._dynamo.config.allow_rnn = True
 
 
+def call_mode(module: nn.Module, input: torch.Tensor) -> str:
+    """'training' when autograd will record a graph of this call, else 'inference'."""
+    if not torch.is_grad_enabled():
+        return "inference"
+    if input.requires_grad or any(p.requires_grad for p in module.parameters()):
+        return "training"
+    return "inference"
+
+
+def call_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a call computes in, as far as dispatch needs it: under autocast the autocast
+    dtype (auto has no measurements there, so it takes torch.nn's own path)."""
+    device = x.device.type
+    if x.dtype.is_floating_point and torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return x.dtype
+
+
 class BackendMixin:
-    """The ``backend`` attribute every fastrnn module adds to its torch.nn base class."""
+    """The ``backend`` attribute every fastrnn module adds to its torch.nn base class, and the
+    choice of what runs a call: ``native`` (the torch.nn base class's own forward) or a kernel."""
 
     def _init_backend(self, backend: str) -> None:
         self.backend = check_backend_name(backend)
         allow_dynamo_tracing()
+
+    def _choose(self, x: torch.Tensor, cell: str, seq_len: int, batch: int, hidden: int,
+                proj: int, packed: bool, kind: str) -> str:
+        problem = Problem(cell, x.device, call_dtype(x), seq_len, batch, hidden, proj, packed,
+                          call_mode(self, x), self.training)
+        return choose_module_backend(self.backend, problem, kind)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -141,7 +167,30 @@ class RecurrentMixin(BackendMixin):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         return x, batch_sizes_arg, hx, info
 
+    def _call_backend(self, input) -> str:
+        """'native' or the kernel for this call; 'auto'/the explicit name when the input is
+        malformed (the fastrnn path then raises torch.nn's own error for it)."""
+        if isinstance(input, PackedSequence):
+            x, seq_len = input.data, input.batch_sizes.numel()
+            batch, packed = (int(input.batch_sizes[0]) if seq_len else 0), True
+        elif isinstance(input, torch.Tensor) and input.dim() in (2, 3):
+            x, packed = input, False
+            if input.dim() == 3:
+                seq_len = input.size(1 if self.batch_first else 0)
+                batch = input.size(0 if self.batch_first else 1)
+            else:
+                seq_len, batch = input.size(0), 1
+        else:
+            return self.backend
+        if seq_len == 0 or batch == 0:
+            return self.backend
+        return self._choose(x, module_cell_name(self.mode), seq_len, batch, self.hidden_size,
+                            self.proj_size, packed, "sequence")
+
     def forward(self, input, hx=None):
+        backend = self._call_backend(input)
+        if backend == "native":
+            return self._torch_class.forward(self, input, hx)
         self._update_flat_weights()
         given_hx = hx
         x, batch_sizes, hx, info = self._expand_input(input, hx)
@@ -169,7 +218,7 @@ class RecurrentMixin(BackendMixin):
                 module_cell_name(self.mode), x, lengths, states[0],
                 states[1] if self.mode == "LSTM" else None, weights, self.bias,
                 self.proj_size > 0, self.num_layers, self.bidirectional, self.dropout,
-                self.training, self.backend)
+                self.training, backend)
         hidden = (h_n, c_n) if self.mode == "LSTM" else h_n
         if info["packed"]:
             data = pack_padded_sequence(out, lengths_cpu).data

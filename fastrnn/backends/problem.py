@@ -1,4 +1,4 @@
-"""The description of one layer-direction recurrence that dispatch hands to `unsupported_reasons`."""
+"""The description of one call that dispatch hands to `unsupported_reasons`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ import torch
 
 @dataclass(frozen=True)
 class Problem:
-    """Everything a backend needs to decide whether it can run a recurrence (no tensor data).
+    """Everything a backend needs to decide whether it can run a call (no tensor data).
 
     Attributes:
         cell: op-level cell name (see ``fastrnn.cells``).
@@ -16,6 +16,8 @@ class Problem:
         dtype: dtype of xg / w_hh / states.
         seq_len, batch, hidden, proj: T, B, H, and P (0 = no LSTM projection).
         has_lengths: variable lengths (PackedSequence) are present.
+        mode: 'training' when autograd records a graph of the call, else 'inference'.
+        module_training: the module's ``training`` flag (cuDNN's backward needs it set).
     """
 
     cell: str
@@ -26,6 +28,8 @@ class Problem:
     hidden: int
     proj: int
     has_lengths: bool
+    mode: str = "inference"
+    module_training: bool = True
 
     @property
     def recurrent_width(self) -> int:

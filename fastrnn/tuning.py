@@ -1,0 +1,160 @@
+"""``fastrnn tune``: measure fastrnn's kernel against torch.nn on this machine and write the
+table ``backend="auto"`` reads (``fastrnn.auto``).
+
+For each point of the grid (cell, T, B, H, mode) both sides run the same module call in
+alternating rounds (``fastrnn.benchmarking``'s timer): torch.nn's own module, and the fastrnn
+module with the kernel forced. A kernel is timed only after it matched torch.nn in float64 on
+this machine (one small check per cell), so a table never sends auto to a kernel that failed
+here. Tables are per machine class (``fastrnn.auto.machine_class``); the packaged ones under
+``fastrnn/tables/`` were made with this command on the machines their ``source`` names.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fastrnn import auto
+
+CELLS = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn_tanh": ("RNN", "RNNCell")}
+GRID = {"T": (1, 100), "B": (1, 16, 32, 64), "H": (64, 128, 256, 512)}
+CELL_GRID = {"B": (1, 16, 64), "H": (64, 256, 512)}
+QUICK_GRID = {"T": (1, 5), "B": (1, 4), "H": (8,)}
+QUICK_CELL_GRID = {"B": (1, 4), "H": (8,)}
+MODES = ("inference", "training")
+
+
+def kernel_for(device: str) -> str:
+    return "numba" if device == "cpu" else "cuda"
+
+
+def verified(kernel: str, cell: str, device: str) -> tuple[bool, str]:
+    """Whether ``kernel`` matches torch.nn in float64 on a small case here (outputs and every
+    gradient to 1e-9), for the sequence module and the cell of ``cell``."""
+    import fastrnn
+    seq_name, cell_name = CELLS[cell]
+    torch.manual_seed(0)
+    for name, shape in ((seq_name, (5, 3, 4)), (cell_name, (3, 4))):
+        ref = getattr(torch.nn, name)(4, 6).double().to(device)
+        fast = getattr(fastrnn, name)(4, 6, backend=kernel).double().to(device)
+        fast.load_state_dict(ref.state_dict())
+        x = torch.randn(*shape, dtype=torch.float64, device=device, requires_grad=True)
+        outs = []
+        for module in (ref, fast):
+            out = module(x)
+            out = out[0] if isinstance(out, tuple) else out
+            grads = torch.autograd.grad(out.square().sum(), [x, *module.parameters()])
+            outs.append([out, *grads])
+        for a, b in zip(*outs):
+            if not torch.allclose(a, b, atol=1e-9, rtol=1e-9):
+                return False, f"{name} with backend={kernel} differs from torch.nn in float64"
+    return True, ""
+
+
+def _calls(module, x, mode: str):
+    if mode == "inference":
+        def run():
+            with torch.no_grad():
+                module(x)
+        return run
+    x = x.clone().requires_grad_()
+
+    def step():
+        out = module(x)
+        (out[0] if isinstance(out, tuple) else out).sum().backward()
+    return step
+
+
+def measure_point(kind: str, cell: str, T: int, B: int, H: int, mode: str, device: str,
+                  kernel: str, repeat: int) -> auto.Point:
+    """Median times of torch.nn and of the fastrnn module forced to ``kernel`` for one point."""
+    import fastrnn
+    from fastrnn.benchmarking import _median_ms_in_rounds
+    name = CELLS[cell][0 if kind == "sequence" else 1]
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, name)(H, H, device=device)
+    fast = getattr(fastrnn, name)(H, H, backend=kernel, device=device)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn((T, B, H) if kind == "sequence" else (B, H), device=device)
+    native_ms, kernel_ms = _median_ms_in_rounds([_calls(ref, x, mode), _calls(fast, x, mode)],
+                                                repeat, device)
+    return auto.Point(kind, cell, "float32", mode, T if kind == "sequence" else 1, B, H,
+                      kernel, round(kernel_ms, 5), round(native_ms, 5))
+
+
+def points_to_measure(quick: bool):
+    grid, cell_grid = (QUICK_GRID, QUICK_CELL_GRID) if quick else (GRID, CELL_GRID)
+    for cell in CELLS:
+        for mode in MODES:
+            for T in grid["T"]:
+                for B in grid["B"]:
+                    for H in grid["H"]:
+                        yield "sequence", cell, T, B, H, mode
+            for B in cell_grid["B"]:
+                for H in cell_grid["H"]:
+                    yield "cell", cell, 1, B, H, mode
+
+
+def tune(device: str, repeat: int, quick: bool, progress=None) -> dict:
+    """Measure every point and return the table (a dict in ``fastrnn.auto``'s schema)."""
+    from fastrnn.benchmarking import machine_info
+    kernel = kernel_for(device)
+    points, checks = [], {}
+    todo = list(points_to_measure(quick))
+    for index, (kind, cell, T, B, H, mode) in enumerate(todo):
+        if progress:
+            progress(index, len(todo), f"{kind} {cell} T={T} B={B} H={H} {mode}")
+        if cell not in checks:
+            checks[cell] = verified(kernel, cell, device)
+        if not checks[cell][0]:
+            continue
+        points.append(measure_point(kind, cell, T, B, H, mode, device, kernel, repeat))
+    if progress:
+        progress(len(todo), len(todo), "done")
+    return {
+        "schema": auto.SCHEMA,
+        "class": auto.machine_class(torch.device(device)),
+        "source": {"command": "fastrnn tune " + " ".join(sys.argv[2:]),
+                   "date": datetime.date.today().isoformat(), "machine": machine_info(device),
+                   "repeat": repeat, "rule": f"kernel where ratio < {auto.WIN_RATIO}"},
+        "failed_checks": {c: why for c, (ok, why) in checks.items() if not ok},
+        "points": [p.__dict__ for p in points],
+    }
+
+
+def format_table(table: dict) -> str:
+    lines = [f"machine class {table['class']}; ratio = kernel / torch.nn (auto takes the kernel "
+             f"below {auto.WIN_RATIO})",
+             f"{'kind':8s} {'cell':8s} {'mode':9s} {'T':>4s} {'B':>3s} {'H':>4s} "
+             f"{'native ms':>10s} {'kernel ms':>10s} {'ratio':>6s}  auto"]
+    for p in map(lambda d: auto.Point(**d), table["points"]):
+        pick = p.backend if p.ratio < auto.WIN_RATIO else "native"
+        lines.append(f"{p.kind:8s} {p.cell:8s} {p.mode:9s} {p.T:4d} {p.B:3d} {p.H:4d} "
+                     f"{p.native_ms:10.3f} {p.kernel_ms:10.3f} {p.ratio:6.2f}  {pick}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--repeat", type=int, default=5, help="alternating rounds per point")
+    parser.add_argument("--quick", action="store_true", help="a tiny grid (tests)")
+    parser.add_argument("--out", default=None, metavar="PATH",
+                        help="write the table here (default: print only; the packaged table "
+                             "of this class is fastrnn/tables/auto-<class>.json)")
+
+
+def main(args) -> int:
+    from fastrnn.benchmarking import _progress
+    table = tune(args.device, args.repeat, args.quick, _progress)
+    print(format_table(table))
+    if table["failed_checks"]:
+        print(f"kernels that failed their float64 check here (never auto): {table['failed_checks']}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(table, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
