@@ -60,14 +60,14 @@ __device__ void backward_cells(const RecurrentParams& p, const Plan& plan, int64
   const int64_t j0 = blockIdx.x * plan.U;
   const int64_t own = min64(plan.U, H - j0);
   if (own <= 0) return;  // uniform across the CTA
-  const A* dh_cur = static_cast<const A*>(p.dh_state) + (q & 1) * B * R;
+  const CrossCta<A> dh_cur = CrossCta<A>(p.dh_state) + (q & 1) * B * R;
   const T* grad_y = static_cast<const T*>(p.grad_y);
   const T* y = static_cast<const T*>(p.y);
   const T* ws = static_cast<const T*>(p.ws);
   const T* w_hr = static_cast<const T*>(p.w_hr);
   T* d_xg = static_cast<T*>(p.d_xg);
   T* d_hn_gru = static_cast<T*>(p.d_hn_gru);
-  A* dg = static_cast<A*>(p.dg_buf);
+  const CrossCta<A> dg(p.dg_buf), direct_buf(p.direct_buf);
   const int64_t items = B * own;
   const BlockSplit split(items);
 
@@ -83,7 +83,7 @@ __device__ void backward_cells(const RecurrentParams& p, const Plan& plan, int64
     A dout = A(0);
     if (valid && w_hr != nullptr) {
       for (int64_t pr = split.part; pr < p.P; pr += split.S) {
-        const A dh_t = load_shared_state(dh_cur + b * R + pr) + to_acc(grad_y[row * R + pr]);
+        const A dh_t = dh_cur.load(b * R + pr) + to_acc(grad_y[row * R + pr]);
         const T w = kResident ? s0[pr * plan.U + jj] : w_hr[pr * H + j];
         dout += dh_t * to_acc(w);
       }
@@ -100,7 +100,7 @@ __device__ void backward_cells(const RecurrentParams& p, const Plan& plan, int64
         if (w_hr != nullptr) {
           reduce_parts<1>(red, split.S, &dout);
         } else {
-          dout = load_shared_state(dh_cur + b * R + j) + to_acc(grad_y[row * R + j]);
+          dout = dh_cur.load(b * R + j) + to_acc(grad_y[row * R + j]);
         }
         // State before step t: the previous step's output if it was valid, else the initial one.
         const bool prev_valid = t_prev >= 0 && t_prev < T_ && is_valid(p.lengths, b, t_prev);
@@ -127,10 +127,10 @@ __device__ void backward_cells(const RecurrentParams& p, const Plan& plan, int64
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           d_xg[row * GH + g * H + j] = from_acc<T>(d_pre[g]);
-          dg[b * GH + g * H + j] = d_hh[g];
+          dg.store(b * GH + g * H + j, d_hh[g]);
         }
         if (d_hn_gru != nullptr) d_hn_gru[row * H + j] = from_acc<T>(d_hh[G - 1]);
-        if (Cell::kDirect) static_cast<A*>(p.direct_buf)[b * H + j] = direct;
+        if (Cell::kDirect) direct_buf.store(b * H + j, direct);
       }
     }
     __syncthreads();  // `red` is reused by the next pass
@@ -148,11 +148,12 @@ __device__ void backward_recurrent(const RecurrentParams& p, const Plan& plan, i
   const int64_t k0 = blockIdx.x * plan.UR;
   const int64_t own = min64(plan.UR, R - k0);
   if (own <= 0) return;  // uniform across the CTA
-  const A* dh_cur = static_cast<const A*>(p.dh_state) + (q & 1) * B * R;
-  A* dh_next = static_cast<A*>(p.dh_state) + ((q + 1) & 1) * B * R;
+  const CrossCta<A> dh_state(p.dh_state);
+  const CrossCta<A> dh_cur = dh_state + (q & 1) * B * R;
+  const CrossCta<A> dh_next = dh_state + ((q + 1) & 1) * B * R;
   const T* grad_y = static_cast<const T*>(p.grad_y);
   const T* w_hh = static_cast<const T*>(p.w_hh);
-  const A* dg = static_cast<const A*>(p.dg_buf);
+  const CrossCta<A> dg(p.dg_buf), direct_buf(p.direct_buf);
   T* d_h_proj = static_cast<T*>(p.d_h_proj);
   const int64_t items = B * own;
   const BlockSplit split(items);
@@ -167,44 +168,41 @@ __device__ void backward_recurrent(const RecurrentParams& p, const Plan& plan, i
     // This thread's share of sum_r dg[b, r] W_hh[r, k].
     A acc = A(0);
     if (valid) {
-      const A* dg_row = dg + b * GH;
+      const CrossCta<A> dg_row = dg + b * GH;
       for (int64_t r = split.part; r < GH; r += split.S) {
         const T w = kResident ? s1[r * plan.UR + kk] : w_hh[r * R + k];
-        acc += load_shared_state(dg_row + r) * to_acc(w);
+        acc += dg_row.load(r) * to_acc(w);
       }
     }
     red[threadIdx.x] = acc;
     __syncthreads();
     if (active && split.part == 0) {
-      const A dh_old = load_shared_state(dh_cur + b * R + k);
+      const A dh_old = dh_cur.load(b * R + k);
       if (d_h_proj != nullptr) {
         d_h_proj[row * R + k] = from_acc<T>(valid ? dh_old + to_acc(grad_y[row * R + k]) : A(0));
       }
       if (!valid) {
-        dh_next[b * R + k] = dh_old;
+        dh_next.store(b * R + k, dh_old);
       } else {
         reduce_parts<1>(red, split.S, &acc);
-        if (Cell::kDirect) {
-          acc += load_shared_state(static_cast<const A*>(p.direct_buf) + b * H + k);
-        }
-        dh_next[b * R + k] = acc;
+        if (Cell::kDirect) acc += direct_buf.load(b * H + k);
+        dh_next.store(b * R + k, acc);
       }
     }
     __syncthreads();
   }
 }
 
-}  // namespace
-
-#ifndef FASTRNN_EMULATE  // tests/cuda_emulation compiles the phases above as host C++
+// The whole backward of one CTA: steps [q_begin, q_end), phase `phase` only, or both phases
+// with grid barriers in between (phase < 0, cooperative launch). `smem`: the dynamic shared
+// memory (weight slices, Resident path); `red`: the split-K scratch, [blockDim.x] acc_t.
+// The host emulation runs this same function on host threads.
 template <class Cell, class T, bool kCoop>
-__global__ void __launch_bounds__(kThreads)
-    backward_kernel(RecurrentParams p, Plan plan, int64_t q_begin, int64_t q_end, int phase) {
-  extern __shared__ __align__(16) unsigned char smem[];
+__device__ __forceinline__ void backward_loop(const RecurrentParams& p, const Plan& plan,
+                                              int64_t q_begin, int64_t q_end, int phase,
+                                              unsigned char* smem, typename AccOf<T>::type* red) {
   T* s0 = reinterpret_cast<T*>(smem);
   T* s1 = reinterpret_cast<T*>(smem + second_slice_offset(p.P * plan.U, sizeof(T)));
-  // Split-K scratch (see BlockSplit): one partial sum per thread.
-  __shared__ typename AccOf<T>::type red[kThreads];
   const bool resident = kCoop && plan.path == Path::Resident;
   if (resident) load_backward_slices<Cell, T>(p, plan, s0, s1);
   for (int64_t q = q_begin; q < q_end; ++q) {
@@ -215,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
         backward_cells<Cell, T, false>(p, plan, q, s0, red);
       }
     }
-    grid_barrier<kCoop>();
+    grid_barrier<kCoop>();  // dg and direct of every unit are written
     if (phase < 0 || phase == 1) {
       if (resident) {
         backward_recurrent<Cell, T, true>(p, plan, q, s1, red);
@@ -223,8 +221,20 @@ __global__ void __launch_bounds__(kThreads)
         backward_recurrent<Cell, T, false>(p, plan, q, s1, red);
       }
     }
-    grid_barrier<kCoop>();
+    grid_barrier<kCoop>();  // dh of the next step is written, dg and dh_cur are no longer read
   }
+}
+
+}  // namespace
+
+#ifndef FASTRNN_EMULATE  // csrc/emulation/host_emulation.cpp runs backward_loop on host threads
+template <class Cell, class T, bool kCoop>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(RecurrentParams p, Plan plan, int64_t q_begin, int64_t q_end, int phase) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  // Split-K scratch (see BlockSplit): one partial sum per thread.
+  __shared__ typename AccOf<T>::type red[kThreads];
+  backward_loop<Cell, T, kCoop>(p, plan, q_begin, q_end, phase, smem, red);
 }
 
 template <CellKind C, ScalarKind S>

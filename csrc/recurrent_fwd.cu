@@ -59,8 +59,9 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
   const int64_t j0 = blockIdx.x * plan.U;
   const int64_t own = min64(plan.U, H - j0);
   if (own <= 0) return;  // uniform across the CTA
-  const A* h_cur = static_cast<const A*>(p.h_state) + (s & 1) * B * R;
-  A* h_next = static_cast<A*>(p.h_state) + ((s + 1) & 1) * B * R;
+  const CrossCta<A> h_state(p.h_state);
+  const CrossCta<A> h_cur = h_state + (s & 1) * B * R, h_next = h_state + ((s + 1) & 1) * B * R;
+  const CrossCta<A> m(p.m_buf);
   const T* xg = static_cast<const T*>(p.xg);
   const T* w_hh = static_cast<const T*>(p.w_hh);
   T* y = static_cast<T*>(p.y);
@@ -77,14 +78,14 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
     const int64_t j = j0 + jj;
     const int64_t row = t * B + b;  // (t, b) row of the (T, B, *) tensors
     const bool valid = active && is_valid(p.lengths, b, t);
-    const A* h_row = h_cur + b * R;
+    const CrossCta<A> h_row = h_cur + b * R;
     // gh[g] = W_hh[g*H + j] . h_prev[b], this thread's share of k.
     A gh[G];
 #pragma unroll
     for (int g = 0; g < G; ++g) gh[g] = A(0);
     if (valid) {
-      for (int64_t k = split.part; k < R; k += split.S) {
-        const A hk = load_shared_state(h_row + k);
+      for (int64_t k = split.part; k < R + kPlantedOverrun; k += split.S) {
+        const A hk = h_row.load(k);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           const T w = kResident ? s0[(k * G + g) * plan.U + jj] : w_hh[(g * H + j) * R + k];
@@ -102,7 +103,7 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
         }
         if (!proj) {
           y[row * R + j] = from_acc<T>(A(0));
-          h_next[b * R + j] = load_shared_state(h_cur + b * R + j);
+          h_next.store(b * R + j, h_cur.load(b * R + j));
         }
       } else {
         reduce_parts<G>(red, split.S, gh);
@@ -110,7 +111,7 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
 #pragma unroll
         for (int g = 0; g < G; ++g) xv[g] = to_acc(xg[row * G * H + g * H + j]);
         const A bhn = p.b_hn != nullptr ? to_acc(static_cast<const T*>(p.b_hn)[j]) : A(0);
-        const A h_prev = Cell::kNeedsHPrev ? load_shared_state(h_row + j) : A(0);
+        const A h_prev = Cell::kNeedsHPrev ? h_row.load(j) : A(0);
         A* c_state = static_cast<A*>(p.c_state);
         A c = Cell::kHasC ? c_state[b * H + j] : A(0);
         A out;
@@ -125,14 +126,16 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
         }
         const T out_t = from_acc<T>(out);
         if (proj) {
-          static_cast<A*>(p.m_buf)[b * H + j] = to_acc(out_t);
+          m.store(b * H + j, to_acc(out_t));
         } else {
           y[row * R + j] = out_t;
-          h_next[b * R + j] = to_acc(out_t);
+          h_next.store(b * R + j, to_acc(out_t));
         }
       }
     }
+#ifndef FASTRNN_PLANT_MISSING_CTA_BARRIER
     __syncthreads();  // `red` is reused by the next pass
+#endif
   }
 }
 
@@ -146,9 +149,9 @@ __device__ void forward_projection(const RecurrentParams& p, const Plan& plan, i
   const int64_t p0 = blockIdx.x * plan.UR;
   const int64_t own = min64(plan.UR, R - p0);
   if (own <= 0) return;  // uniform across the CTA
-  const A* h_cur = static_cast<const A*>(p.h_state) + (s & 1) * B * R;
-  A* h_next = static_cast<A*>(p.h_state) + ((s + 1) & 1) * B * R;
-  const A* m = static_cast<const A*>(p.m_buf);
+  const CrossCta<A> h_state(p.h_state);
+  const CrossCta<A> h_cur = h_state + (s & 1) * B * R, h_next = h_state + ((s + 1) & 1) * B * R;
+  const CrossCta<A> m(p.m_buf);
   const T* w_hr = static_cast<const T*>(p.w_hr);
   T* y = static_cast<T*>(p.y);
   const int64_t items = B * own;
@@ -165,7 +168,7 @@ __device__ void forward_projection(const RecurrentParams& p, const Plan& plan, i
     if (valid) {
       for (int64_t k = split.part; k < H; k += split.S) {
         const T w = kResident ? s1[k * plan.UR + pp] : w_hr[col * H + k];
-        acc += to_acc(w) * load_shared_state(m + b * H + k);
+        acc += to_acc(w) * m.load(b * H + k);
       }
     }
     red[threadIdx.x] = acc;
@@ -173,29 +176,28 @@ __device__ void forward_projection(const RecurrentParams& p, const Plan& plan, i
     if (active && split.part == 0) {
       if (!valid) {
         y[row * R + col] = from_acc<T>(A(0));
-        h_next[b * R + col] = load_shared_state(h_cur + b * R + col);
+        h_next.store(b * R + col, h_cur.load(b * R + col));
       } else {
         reduce_parts<1>(red, split.S, &acc);
         const T out_t = from_acc<T>(acc);
         y[row * R + col] = out_t;
-        h_next[b * R + col] = to_acc(out_t);
+        h_next.store(b * R + col, to_acc(out_t));
       }
     }
     __syncthreads();
   }
 }
 
-}  // namespace
-
-#ifndef FASTRNN_EMULATE  // tests/cuda_emulation compiles the phases above as host C++
+// The whole forward of one CTA: steps [s_begin, s_end), phase `phase` only, or every phase
+// with grid barriers in between (phase < 0, cooperative launch). `smem`: the dynamic shared
+// memory (weight slices, Resident path); `red`: the split-K scratch, [G][blockDim.x] acc_t.
+// The host emulation runs this same function on host threads.
 template <class Cell, class T, bool kCoop>
-__global__ void __launch_bounds__(kThreads)
-    forward_kernel(RecurrentParams p, Plan plan, int64_t s_begin, int64_t s_end, int phase) {
-  extern __shared__ __align__(16) unsigned char smem[];
+__device__ __forceinline__ void forward_loop(const RecurrentParams& p, const Plan& plan,
+                                             int64_t s_begin, int64_t s_end, int phase,
+                                             unsigned char* smem, typename AccOf<T>::type* red) {
   T* s0 = reinterpret_cast<T*>(smem);
   T* s1 = reinterpret_cast<T*>(smem + second_slice_offset(Cell::G * p.R * plan.U, sizeof(T)));
-  // Split-K scratch (see BlockSplit): G partial sums per thread.
-  __shared__ typename AccOf<T>::type red[Cell::G * kThreads];
   const bool resident = kCoop && plan.path == Path::Resident;
   if (resident) load_forward_slices<Cell, T>(p, plan, s0, s1);
   const bool proj = p.w_hr != nullptr;
@@ -208,7 +210,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (proj) {
-      grid_barrier<kCoop>();
+      grid_barrier<kCoop>();  // m of every unit is written
       if (phase < 0 || phase == 1) {
         if (resident) {
           forward_projection<T, true>(p, plan, s, s1, red);
@@ -217,8 +219,22 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    grid_barrier<kCoop>();
+#ifndef FASTRNN_PLANT_MISSING_GRID_BARRIER
+    grid_barrier<kCoop>();  // h of the next step is written, m and h_cur are no longer read
+#endif
   }
+}
+
+}  // namespace
+
+#ifndef FASTRNN_EMULATE  // csrc/emulation/host_emulation.cpp runs forward_loop on host threads
+template <class Cell, class T, bool kCoop>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(RecurrentParams p, Plan plan, int64_t s_begin, int64_t s_end, int phase) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  // Split-K scratch (see BlockSplit): G partial sums per thread.
+  __shared__ typename AccOf<T>::type red[Cell::G * kThreads];
+  forward_loop<Cell, T, kCoop>(p, plan, s_begin, s_end, phase, smem, red);
 }
 
 template <CellKind C, ScalarKind S>

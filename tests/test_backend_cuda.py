@@ -1,11 +1,12 @@
 """The compiled CUDA backend (csrc/, fastrnn/backends/cuda.py).
 
 Three groups:
-  * without a GPU: the backend's reasons when the extension is not built, and setup.py's
-    decision whether to build it;
-  * without a GPU: the kernels' device code compiled as host C++ (csrc/emulation) and run
-    CTA by CTA against fastrnn.reference - indexing, work split, masking, shared-memory
-    layouts, both weight paths (needs g++ and the CUDA headers, else skipped);
+  * without a GPU: the backend's reasons when the extension is not built (setup.py's
+    decisions: tests/test_setup.py);
+  * without a GPU: the kernels' device code compiled as host C++ (csrc/emulation), every CTA
+    of a launch on host threads at once, against fastrnn.reference - indexing, work split,
+    masking, shared-memory layouts, all three execution paths (needs g++ and the CUDA headers,
+    else skipped; .ci/sanitize_emulation.sh runs the same code under TSan and ASan/UBSan);
   * with a GPU and the built extension: parity of the real kernels with the reference on
     every cell and execution path (skipped with the backend's own reason otherwise).
 Tolerances: fastrnn.testing.TOLERANCE (float64 1e-10: only summation order differs;
@@ -32,8 +33,9 @@ from fastrnn.testing import TOLERANCE, recurrence_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
-CELL_KIND = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 SCALAR_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+# csrc/params.h Path: what the emulation runs (sizes[kPath] of csrc/emulation/emulation.h).
+EMU_PATH = {"resident": 1, "streamed": 2, "stepwise": 3}
 
 
 def _problem(device="cuda", dtype=torch.float32, cell="lstm", proj=0):
@@ -62,40 +64,6 @@ def test_reasons_name_device_dtype_and_projection():
     assert "proj_size" in reasons
 
 
-def _load_setup():
-    spec = importlib.util.spec_from_file_location("fastrnn_setup_under_test", ROOT / "setup.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # __name__ != "__main__": setup() is not called
-    return module
-
-
-def test_setup_builds_nothing_when_disabled():
-    setup = _load_setup()
-    assert setup.extension_setup_args({"FASTRNN_BUILD_CUDA": "0"}) == {}
-    assert setup.decide_cuda_build({"FASTRNN_BUILD_CUDA": "0"}, "12.4", True, "/x/nvcc")[0] is False
-
-
-def test_setup_decision_needs_nvcc_and_a_cuda_torch():
-    decide = _load_setup().decide_cuda_build
-    assert decide({}, "12.4", True, "/usr/bin/nvcc")[0] is True
-    build, why = decide({}, None, True, "/usr/bin/nvcc")  # CPU wheel of torch
-    assert not build and "CPU-only" in why
-    build, why = decide({}, "12.4", True, None)
-    assert not build and "nvcc" in why
-    build, why = decide({}, None, False, None)  # isolated build env: pure Python install
-    assert not build and "--no-build-isolation" in why
-
-
-def test_setup_forced_build_fails_clearly():
-    decide = _load_setup().decide_cuda_build
-    with pytest.raises(SystemExit, match="FASTRNN_BUILD_CUDA=1 but .*nvcc was not found"):
-        decide({"FASTRNN_BUILD_CUDA": "1"}, "12.4", True, None)
-    with pytest.raises(SystemExit, match="CPU-only"):
-        decide({"FASTRNN_BUILD_CUDA": "1"}, None, True, "/usr/bin/nvcc")
-    with pytest.raises(SystemExit, match="must be 0 or 1"):
-        decide({"FASTRNN_BUILD_CUDA": "yes"}, "12.4", True, "/usr/bin/nvcc")
-
-
 # ------------------------------------------------------------- device code, emulated on CPU
 def _cuda_include() -> Path | None:
     nvcc = shutil.which("nvcc")
@@ -113,8 +81,8 @@ def emu(tmp_path_factory):
     if include is None or cxx is None:
         pytest.skip("the emulation needs g++ and the CUDA headers (cuda_fp16.h)")
     lib = tmp_path_factory.mktemp("emu") / "host_emulation.so"
-    cmd = [cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-isystem",
-           str(include), str(ROOT / "csrc" / "emulation" / "host_emulation.cpp"), "-o", str(lib)]
+    cmd = [cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-Wno-unknown-pragmas",
+           "-isystem", str(include), str(ROOT / "csrc" / "emulation" / "host_emulation.cpp"), "-o", str(lib)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     handle = ctypes.CDLL(str(lib))
     handle.emu_run.restype = ctypes.c_int
@@ -131,14 +99,14 @@ def _call(lib, backward, cell, dtype, sizes, slots):
     assert set(slots) <= set(order)
     ptrs = (ctypes.c_void_p * len(order))(*[_ptr(slots.get(name)) for name in order])
     sizes = (ctypes.c_int64 * len(sizes))(*sizes)
-    assert lib.emu_run(int(backward), CELL_KIND[cell], SCALAR_KIND[dtype], sizes, ptrs) == 0
+    assert lib.emu_run(int(backward), cell_spec(cell).code, SCALAR_KIND[dtype], sizes, ptrs) == 0
 
 
 def _acc(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def emu_forward(lib, cell, a, reverse, ctas, threads, resident, need_workspace=True):
+def emu_forward(lib, cell, a, reverse, ctas, threads, path, need_workspace=True):
     """The forward kernel's phases on the CPU, with recurrent.cpp's buffers; contract outputs."""
     spec, xg = cell_spec(cell), a["xg"]
     T, B, GH = xg.shape
@@ -155,12 +123,13 @@ def emu_forward(lib, cell, a, reverse, ctas, threads, resident, need_workspace=T
     slots = dict(w_hh=a["w_hh"], b_hn=a["b_hn"], w_hr=a["w_hr"], lengths=a["lengths"], xg=xg,
                  y=y, ws=ws, h_state=h_state, c_state=c_state,
                  m_buf=torch.full((B, H), nan, dtype=acc) if P else None)
-    _call(lib, False, cell, xg.dtype, (T, B, H, R, P, reverse, ctas, threads, resident), slots)
+    _call(lib, False, cell, xg.dtype, (T, B, H, R, P, reverse, ctas, threads, EMU_PATH[path]),
+          slots)
     c_n = c_state.to(xg.dtype) if c_state is not None else xg.new_empty(0)
     return y, h_state[T % 2].to(xg.dtype), c_n, ws if ws is not None else xg.new_empty(0)
 
 
-def emu_backward(lib, cell, a, grads, y, ws, reverse, ctas, threads, resident):
+def emu_backward(lib, cell, a, grads, y, ws, reverse, ctas, threads, path):
     """The backward kernel's phases on the CPU; contract outputs."""
     spec, grad_y = cell_spec(cell), grads["grad_y"]
     T, B, R = grad_y.shape
@@ -180,7 +149,7 @@ def emu_backward(lib, cell, a, grads, y, ws, reverse, ctas, threads, resident):
                  dh_state=dh_state, dc_state=dc_state,
                  dg_buf=torch.full((B, GH), nan, dtype=acc),
                  direct_buf=torch.full((B, H), nan, dtype=acc) if cell == "gru" else None)
-    _call(lib, True, cell, dtype, (T, B, H, R, P, reverse, ctas, threads, resident), slots)
+    _call(lib, True, cell, dtype, (T, B, H, R, P, reverse, ctas, threads, EMU_PATH[path]), slots)
     empty = grad_y.new_empty(0)
     return (d_xg, d_hn_gru if d_hn_gru is not None else empty,
             d_h_proj if d_h_proj is not None else empty, dh_state[T % 2].to(dtype),
@@ -248,14 +217,14 @@ def test_emulated_kernels_match_reference_fp64(emu, cell, proj, lengths, reverse
     want_b = reference.backward(cell, grads["grad_y"], grads["grad_hn"], grads["grad_cn"],
                                 a["w_hh"], a["b_hn"], a["h0"], a["c0"], a["w_hr"], a["lengths"],
                                 reverse, want[0], want[3])
-    for resident, threads in [(True, 7), (False, 7), (True, 50), (False, 50)]:
-        what = f"{cell} P={proj} lengths={lengths} reverse={reverse} resident={resident} " \
+    for path, threads in [(path, threads) for path in EMU_PATH for threads in (7, 50)]:
+        what = f"{cell} P={proj} lengths={lengths} reverse={reverse} path={path} " \
                f"threads={threads}"
-        got = emu_forward(emu, cell, a, reverse, 2, threads, resident)
+        got = emu_forward(emu, cell, a, reverse, 2, threads, path)
         check_forward(got, want, a["lengths"], TOLERANCE[torch.float64], what)
         # Backward from the reference's forward outputs, so the two loops are tested apart
         # (the reference workspace also holds non-zero values at invalid steps: never read).
-        got_b = emu_backward(emu, cell, a, grads, want[0], want[3], reverse, 2, threads, resident)
+        got_b = emu_backward(emu, cell, a, grads, want[0], want[3], reverse, 2, threads, path)
         check_backward(got_b, want_b, TOLERANCE[torch.float64], what)
 
 
@@ -267,14 +236,16 @@ def test_emulated_kernels_odd_splits(emu, shape):
     for cell in CELLS:
         a = recurrence_inputs(cell, T, B, H, lengths=[T] + [max(T - 1, 0)] * (B - 1), seed=4)
         want = reference.forward(cell, *_ref_args(a), True, True)
-        got = emu_forward(emu, cell, a, True, ctas=ctas, threads=32, resident=True)
-        check_forward(got, want, a["lengths"], TOLERANCE[torch.float64], f"{cell} {shape}")
+        for path in EMU_PATH:
+            got = emu_forward(emu, cell, a, True, ctas=ctas, threads=32, path=path)
+            check_forward(got, want, a["lengths"], TOLERANCE[torch.float64],
+                          f"{cell} {shape} {path}")
 
 
 def test_emulated_forward_without_workspace(emu):
     a = recurrence_inputs("gru", 4, 2, 5, seed=5)
     want = reference.forward("gru", *_ref_args(a), False, False)
-    got = emu_forward(emu, "gru", a, False, 2, 7, True, need_workspace=False)
+    got = emu_forward(emu, "gru", a, False, 2, 7, "resident", need_workspace=False)
     check_forward(got, want, None, TOLERANCE[torch.float64], "gru no workspace")
 
 
@@ -289,7 +260,7 @@ def test_emulated_kernels_lower_precision(emu, cell, dtype):
     a64 = {k: (v.to(torch.float64) if v is not None and v.is_floating_point() else v)
            for k, v in a.items()}  # the same (rounded) inputs in float64
     exact = reference.forward(cell, *_ref_args(a64), False, True)
-    got = emu_forward(emu, cell, a, False, 2, 7, True)
+    got = emu_forward(emu, cell, a, False, 2, 7, "resident")
     if dtype == torch.float32:
         check_forward([t.double() for t in got], exact, a["lengths"], TOLERANCE[torch.float32],
                       f"{cell} fp32")

@@ -1,35 +1,31 @@
 // Test-only: the device code of recurrent_fwd.cu / recurrent_bwd.cu compiled as plain host
-// C++ and run phase by phase, CTA by CTA, each CTA's threads as real std::threads with
-// __syncthreads as a std::barrier (tests/test_backend_cuda.py builds it with g++ and drives it
-// through ctypes). A machine without a GPU can thus check the kernels' indexing, work split,
-// split-K reduction, masking and shared-memory layouts against the reference. Running every
-// CTA of a phase to completion before the next phase is what the grid barrier guarantees, and
-// CTAs only communicate through global buffers between phases, so this is one of the
-// schedules the GPU may run. What it cannot check: cache coherence (__ldcg), and the launch /
-// occupancy code (make_plan, run_plan), which is compiled out here.
+// C++ (device_shim.h supplies threadIdx, __syncthreads, the grid barrier) and launched the way
+// run_plan launches it: every CTA of a launch at once, each CUDA thread a std::thread. The
+// cooperative paths run forward_loop / backward_loop once for all steps with the kernel's own
+// grid barriers; the stepwise path runs one launch per step and phase, joined in between.
+// So a machine without a GPU can check the kernels' indexing, work split, split-K reduction,
+// masking and shared-memory layouts against the reference (tests/test_backend_cuda.py, via
+// ctypes), and, under ThreadSanitizer and AddressSanitizer (.ci/sanitize_emulation.sh), that
+// no two CTAs or threads race between barriers and that no access leaves its buffer: shared
+// memory, the split-K scratch and the global buffers are allocated at their exact sizes.
+// What it cannot check: cache coherence (tests/test_emulation_coherence.py audits the
+// __ldcg path statically) and the launch / occupancy code (make_plan), compiled out here.
 //
 // Not part of the extension: setup.py compiles only csrc/*.cpp and csrc/*.cu.
-#include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-struct EmuDim {
-  unsigned x = 0, y = 0, z = 0;
-};
-static thread_local EmuDim emu_threadIdx, emu_blockIdx, emu_blockDim;
-#define threadIdx emu_threadIdx
-#define blockIdx emu_blockIdx
-#define blockDim emu_blockDim
-inline float __ldcg(const float* p) { return *p; }
-inline double __ldcg(const double* p) { return *p; }
-static thread_local std::barrier<>* emu_cta_barrier = nullptr;
-inline void __syncthreads() { emu_cta_barrier->arrive_and_wait(); }
+#include "device_shim.h"
+#include "emulation.h"
 
 #define FASTRNN_EMULATE 1
 #include "../recurrent_bwd.cu"
@@ -38,20 +34,14 @@ inline void __syncthreads() { emu_cta_barrier->arrive_and_wait(); }
 namespace fastrnn {
 namespace {
 
-// Pointer slots of emu_run, in order.
-enum Slot {
-  kWhh, kBhn, kWhr, kLengths, kXg, kY, kWs, kHState, kCState, kMBuf, kGradY, kH0, kC0, kDXg,
-  kDHnGru, kDHProj, kDhState, kDcState, kDgBuf, kDirectBuf, kSlots
-};
-
 RecurrentParams params_from(const int64_t* sizes, void** ptrs) {
   RecurrentParams p{};
-  p.T = sizes[0];
-  p.B = sizes[1];
-  p.H = sizes[2];
-  p.R = sizes[3];
-  p.P = sizes[4];
-  p.reverse = sizes[5] != 0;
+  p.T = sizes[kT];
+  p.B = sizes[kB];
+  p.H = sizes[kH];
+  p.R = sizes[kR];
+  p.P = sizes[kP];
+  p.reverse = sizes[kReverse] != 0;
   p.w_hh = ptrs[kWhh];
   p.b_hn = ptrs[kBhn];
   p.w_hr = ptrs[kWhr];
@@ -72,93 +62,102 @@ RecurrentParams params_from(const int64_t* sizes, void** ptrs) {
   p.dc_state = ptrs[kDcState];
   p.dg_buf = ptrs[kDgBuf];
   p.direct_buf = ptrs[kDirectBuf];
+  p.path = static_cast<Path>(sizes[kPath]);
   return p;
 }
 
-// Run `fn(cta)` on every thread of every CTA (one phase of the grid): CTAs one after the
-// other, the threads of a CTA concurrently.
-template <class Fn>
-void for_grid(int ctas, int threads, Fn fn) {
+// One kernel launch of `ctas` CTAs x `threads` threads, all running at once: `body(cta)` on
+// every thread. The CTA barriers and the grid barrier are created per launch, like the
+// hardware's.
+template <class Body>
+void launch(int ctas, int threads, Body body) {
+  fastrnn_emu::Barrier grid(ctas * threads);
+  std::vector<std::unique_ptr<fastrnn_emu::Barrier>> cta(ctas);
+  for (auto& bar : cta) bar = std::make_unique<fastrnn_emu::Barrier>(threads);
+  std::vector<std::thread> pool;
+  pool.reserve(static_cast<size_t>(ctas) * threads);
   for (int c = 0; c < ctas; ++c) {
-    std::barrier<> bar(threads);
-    std::vector<std::thread> pool;
     for (int th = 0; th < threads; ++th) {
       pool.emplace_back([&, c, th] {
-        emu_blockDim.x = threads;
-        emu_blockIdx.x = c;
-        emu_threadIdx.x = th;
-        emu_cta_barrier = &bar;
-        fn(c);
+        fastrnn_emu::block_dim.x = static_cast<unsigned>(threads);
+        fastrnn_emu::block_idx.x = static_cast<unsigned>(c);
+        fastrnn_emu::thread_idx.x = static_cast<unsigned>(th);
+        fastrnn_emu::cta_sync = cta[c].get();
+        fastrnn_emu::grid_sync = &grid;
+        body(c);
       });
     }
-    for (auto& worker : pool) worker.join();
   }
+  for (auto& worker : pool) worker.join();
 }
 
+// The shared memory of one launch, per CTA, at exactly the size the kernel is given (so an
+// AddressSanitizer build sees one element too far), poisoned with all-ones bytes: NaN in
+// every scalar type, so a read of an element that was never loaded shows up in the outputs.
+template <class A>
+struct CtaMemory {
+  std::vector<std::unique_ptr<unsigned char[]>> smem;  // dynamic: the weight slices
+  std::vector<std::unique_ptr<A[]>> red;               // static: the split-K scratch
+  CtaMemory(int ctas, int64_t smem_bytes, int64_t red_elems) {
+    for (int c = 0; c < ctas; ++c) {
+      smem.emplace_back(new unsigned char[smem_bytes]);
+      std::memset(smem.back().get(), 0xff, static_cast<size_t>(smem_bytes));
+      red.emplace_back(new A[red_elems]);
+      std::memset(static_cast<void*>(red.back().get()), 0xff, sizeof(A) * red_elems);
+    }
+  }
+};
+
+// run_plan of recurrent_fwd.cu / recurrent_bwd.cu for a given plan, on host threads.
 template <class Cell, class T>
-void run(bool backward, RecurrentParams p, int ctas, int threads, bool resident) {
+void run(bool backward, const RecurrentParams& p, int ctas, int threads) {
+  using A = typename AccOf<T>::type;
   Plan plan{};
-  plan.path = resident ? Path::Resident : Path::Streamed;
+  plan.path = p.path;
   plan.ctas = ctas;
   plan.U = (p.H + ctas - 1) / ctas;
   plan.UR = (p.R + ctas - 1) / ctas;
-  // Same slice sizes as make_plan's callers in recurrent_fwd.cu / recurrent_bwd.cu.
+  // The slice sizes recurrent_forward / recurrent_backward pass to make_plan.
   const int64_t per_u = backward ? p.P : Cell::G * p.R;
   const int64_t per_ur = backward ? Cell::G * p.H : (p.w_hr != nullptr ? p.H : 0);
-  const int64_t off = second_slice_offset(per_u * plan.U, sizeof(T));
-  const int64_t bytes = off + per_ur * plan.UR * static_cast<int64_t>(sizeof(T));
-  // Poison shared memory so that a read of an unloaded element shows up as NaN.
-  std::vector<std::vector<double>> smem(ctas, std::vector<double>(bytes / 8 + 2, NAN));
-  auto s0 = [&](int c) { return reinterpret_cast<T*>(smem[c].data()); };
-  // The kernels' static split-K scratch, per CTA.
-  using A = typename AccOf<T>::type;
-  std::vector<std::vector<A>> scratch(ctas, std::vector<A>(static_cast<size_t>(Cell::G) * threads));
-  auto red = [&](int c) { return scratch[c].data(); };
-  auto s1 = [&](int c) {
-    return reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(smem[c].data()) + off);
-  };
-  if (resident) {
-    for_grid(ctas, threads, [&](int c) {
+  plan.smem = p.path == Path::Resident
+                  ? second_slice_offset(per_u * plan.U, sizeof(T)) +
+                        per_ur * plan.UR * static_cast<int64_t>(sizeof(T))
+                  : 0;
+  // The kernels' static scratch: [G][blockDim.x] forward, [blockDim.x] backward.
+  const int64_t red_elems = (backward ? 1 : Cell::G) * static_cast<int64_t>(threads);
+  const int phases = backward || p.w_hr != nullptr ? 2 : 1;
+
+  auto one_launch = [&](auto coop, int64_t begin, int64_t end, int phase) {
+    constexpr bool kCoop = decltype(coop)::value;
+    CtaMemory<A> mem(ctas, plan.smem, red_elems);
+    launch(ctas, threads, [&](int c) {
       if (backward) {
-        load_backward_slices<Cell, T>(p, plan, s0(c), s1(c));
+        backward_loop<Cell, T, kCoop>(p, plan, begin, end, phase, mem.smem[c].get(),
+                                      mem.red[c].get());
       } else {
-        load_forward_slices<Cell, T>(p, plan, s0(c), s1(c));
+        forward_loop<Cell, T, kCoop>(p, plan, begin, end, phase, mem.smem[c].get(),
+                                     mem.red[c].get());
       }
     });
+  };
+  if (p.path != Path::Stepwise) {
+    one_launch(std::true_type{}, 0, p.T, -1);
+    return;
   }
   for (int64_t s = 0; s < p.T; ++s) {
-    if (!backward) {
-      for_grid(ctas, threads, [&](int c) {
-        if (resident) forward_cells<Cell, T, true>(p, plan, s, s0(c), red(c));
-        else forward_cells<Cell, T, false>(p, plan, s, s0(c), red(c));
-      });
-      if (p.w_hr != nullptr) {
-        for_grid(ctas, threads, [&](int c) {
-          if (resident) forward_projection<T, true>(p, plan, s, s1(c), red(c));
-          else forward_projection<T, false>(p, plan, s, s1(c), red(c));
-        });
-      }
-    } else {
-      for_grid(ctas, threads, [&](int c) {
-        if (resident) backward_cells<Cell, T, true>(p, plan, s, s0(c), red(c));
-        else backward_cells<Cell, T, false>(p, plan, s, s0(c), red(c));
-      });
-      for_grid(ctas, threads, [&](int c) {
-        if (resident) backward_recurrent<Cell, T, true>(p, plan, s, s1(c), red(c));
-        else backward_recurrent<Cell, T, false>(p, plan, s, s1(c), red(c));
-      });
-    }
+    for (int phase = 0; phase < phases; ++phase) one_launch(std::false_type{}, s, s + 1, phase);
   }
 }
 
 template <class Cell>
-int run_scalar(int scalar, bool backward, const RecurrentParams& p, int ctas, int threads,
-               bool resident) {
+int run_scalar(ScalarKind scalar, bool backward, const RecurrentParams& p, int ctas,
+               int threads) {
   switch (scalar) {
-    case 0: run<Cell, float>(backward, p, ctas, threads, resident); return 0;
-    case 1: run<Cell, __half>(backward, p, ctas, threads, resident); return 0;
-    case 2: run<Cell, __nv_bfloat16>(backward, p, ctas, threads, resident); return 0;
-    case 3: run<Cell, double>(backward, p, ctas, threads, resident); return 0;
+    case ScalarKind::Float32: run<Cell, float>(backward, p, ctas, threads); return 0;
+    case ScalarKind::Float16: run<Cell, __half>(backward, p, ctas, threads); return 0;
+    case ScalarKind::BFloat16: run<Cell, __nv_bfloat16>(backward, p, ctas, threads); return 0;
+    case ScalarKind::Float64: run<Cell, double>(backward, p, ctas, threads); return 0;
   }
   return 1;
 }
@@ -166,19 +165,19 @@ int run_scalar(int scalar, bool backward, const RecurrentParams& p, int ctas, in
 }  // namespace
 }  // namespace fastrnn
 
-// sizes: T, B, H, R, P, reverse, ctas, threads, resident. cell: CellKind; scalar: ScalarKind.
-// ptrs: kSlots pointers (nullptr where absent). Returns 0 on success.
 extern "C" int emu_run(int backward, int cell, int scalar, const int64_t* sizes, void** ptrs) {
   using namespace fastrnn;
   const RecurrentParams p = params_from(sizes, ptrs);
-  const int ctas = static_cast<int>(sizes[6]);
-  const int threads = static_cast<int>(sizes[7]);
-  const bool resident = sizes[8] != 0;
-  switch (cell) {
-    case 0: return run_scalar<RnnCell<false>>(scalar, backward, p, ctas, threads, resident);
-    case 1: return run_scalar<RnnCell<true>>(scalar, backward, p, ctas, threads, resident);
-    case 2: return run_scalar<LstmCell>(scalar, backward, p, ctas, threads, resident);
-    case 3: return run_scalar<GruCell>(scalar, backward, p, ctas, threads, resident);
+  const int ctas = static_cast<int>(sizes[kCtas]);
+  const int threads = static_cast<int>(sizes[kThreadsPerCta]);
+  if (p.path != Path::Resident && p.path != Path::Streamed && p.path != Path::Stepwise) return 1;
+  if (ctas < 1 || threads < 1) return 1;
+  const auto s = static_cast<ScalarKind>(scalar);
+  switch (static_cast<CellKind>(cell)) {
+    case CellKind::RnnTanh: return run_scalar<RnnCell<false>>(s, backward, p, ctas, threads);
+    case CellKind::RnnRelu: return run_scalar<RnnCell<true>>(s, backward, p, ctas, threads);
+    case CellKind::Lstm: return run_scalar<LstmCell>(s, backward, p, ctas, threads);
+    case CellKind::Gru: return run_scalar<GruCell>(s, backward, p, ctas, threads);
   }
   return 1;
 }
