@@ -6,10 +6,19 @@ one thread, float32, (16,128) @ (128,512), per call: MKL (torch's) 30 us, SciPy'
 37 us (what ``np.dot`` in Numba calls), this kernel 13-17 us; (64,512) @ (512,2048): MKL
 1.6 ms, this kernel 1.2-1.4 ms.
 
-How: whole blocks of 8 rows go through register tiles written in LLVM IR (``vector_tile.py``:
-the accumulators stay in registers over the whole k loop); what they leave (the last M % 8
+How: whole blocks of ``ROWS`` rows go through the ISA class's register tiles written in LLVM
+IR (``vector_tile.py``: 8 rows x 2-3 zmm vectors on AVX-512, 4 rows x 2-3 ymm on AVX2; the
+accumulators stay in registers over the whole k loop); what they leave (the last M % ROWS
 rows, columns short of a whole tile) goes through the plain kernels below. ``a`` may be any
 strided view (``g.T`` for weight gradients); ``b`` and ``out`` need contiguous rows for tiles.
+
+Two entry points: ``matmul_into(a, b, out)`` reads b in place; ``pack_b(b)`` once, then
+``matmul_packed_into(a, packed, out)`` per call, reads b from a copy laid out panel by panel
+(each tile's columns contiguous over k), for a loop that multiplies by the same b every step.
+In place, the tile's rows of b are one row stride apart; at strides of a multiple of 4 KB
+(N = 1024, 2048 float32) they all fall into the same few L1 sets and the tile reads b from L2:
+packed, they are consecutive (see benchmarks/results/matmul-rates-*).
+
 Plain kernels: 8 (then 4, then 1) rows of ``a`` times 4 rows of ``b`` per pass over the output rows.
 The innermost loop runs over contiguous columns, so LLVM vectorizes it; each pass loads 4 rows
 of ``b`` and 8 of ``out`` for 32 fused multiply-adds per column, which keeps the FMA units
@@ -19,23 +28,21 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 (``b[k, j0:j1]``), so the inner loops still index from 0: an earlier variant looping over
 ``range(j0, j1)`` measured 1.2-1.5x slower (Numba's negative-index handling blocked vectorizing).
 """
+import numpy as np
 from numba import njit
 
-from .vector_tile import AVAILABLE as TILES, ROWS, tile_2, tile_3
+from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, ROWS, VECTORS, WIDE, tile_narrow,
+                          tile_wide)
 
-# Output columns per panel: 8 rows of a panel of ``out`` (16 KB in float32) stay in L1 over
-# the whole k loop, and its block of b (K x PANEL) in L2 across row blocks.
+# Output columns per panel of the plain kernels: 8 rows of a panel of ``out`` (16 KB in
+# float32) stay in L1 over the whole k loop, and its block of b (K x PANEL) in L2 across rows.
 PANEL = 512
-# Outputs at least this wide (elements) use 3-vector tiles first: fewer loads per FMA, measured
-# faster from N=1024 on; narrower ones use 2-vector tiles (the 3-vector remainder was costly).
-WIDE = 1024
-# Tiles run k in blocks of DEPTH rows of b: a block of b (DEPTH x 2-3 vectors, <= 48 KB) stays
-# in L1 while the tile walks down the rows of a. Unblocked, tiles lost to the plain kernels
-# past K ~ 1024 ((64,2048) @ (2048,512): 115 vs 103 ms per 100 steps, one thread); blocked,
-# (32,2048) @ (2048,512) takes 0.29 ms per call (one thread, scratch timing script).
-DEPTH = 256
+# The tiles' k blocks (vector_tile.DEPTH): unblocked, the AVX-512 tiles lost to the plain
+# kernels past K ~ 1024 ((64,2048) @ (2048,512): 115 vs 103 ms per 100 steps, one thread).
+# The wide tiles run first where the output has at least WIDE columns (vector_tile.SHAPES).
 # reassoc lets LLVM vectorize the column loop's sums; no nnan/ninf: NaN/inf propagate.
 _OPTS = dict(inline="always", error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
+_FLAGS = {"contract", "arcp", "reassoc"}
 
 
 @njit(**_OPTS)
@@ -163,79 +170,167 @@ def _one_row(a, b, out, r, j0, j1):
 
 
 @njit(**_OPTS)
-def _tile_columns(vectors, a, b, out, m8, j0):
-    """Column panels of ``vectors`` vectors from j0 on, rows [0, m8), k in blocks of DEPTH;
-    returns the first column left over."""
-    size = a.itemsize
-    K = a.shape[1]
-    N = b.shape[1]
-    span = vectors * (64 // size)  # columns of one tile: vectors x 512 bits
-    a_row = a.strides[0] // size
-    a_col = a.strides[1] // size
-    ldb = b.strides[0] // size
-    ldo = out.strides[0] // size
-    a0 = a.ctypes.data
-    b0 = b.ctypes.data
-    o0 = out.ctypes.data
-    while j0 + span <= N:
-        for k0 in range(0, K, DEPTH):
-            depth = min(DEPTH, K - k0)
-            b_at = b0 + (k0 * ldb + j0) * size
-            for r in range(0, m8, ROWS):
-                a_at = a0 + (r * a_row + k0 * a_col) * size
-                o_at = o0 + (r * ldo + j0) * size
-                if vectors == 3:
-                    tile_3(a, a_at, a_row, a_col, b_at, ldb, o_at, ldo, depth, k0 > 0)
-                else:
-                    tile_2(a, a_at, a_row, a_col, b_at, ldb, o_at, ldo, depth, k0 > 0)
-        j0 += span
-    return j0
+def _plain(a, b, out, r0, r1, j0, j1):
+    """out[r0:r1, j0:j1] += a[r0:r1] @ b[:, j0:j1] on the plain kernels, in column panels."""
+    for p0 in range(j0, j1, PANEL):
+        p1 = min(p0 + PANEL, j1)
+        r = r0
+        while r + 8 <= r1:
+            _eight_rows(a, b, out, r, p0, p1)
+            r += 8
+        while r + 4 <= r1:
+            _four_rows(a, b, out, r, p0, p1)
+            r += 4
+        while r < r1:
+            _one_row(a, b, out, r, p0, p1)
+            r += 1
 
 
 @njit(**_OPTS)
-def _register_tiles(a, b, out, m8):
-    """Rows [0, m8) of out, in whole register tiles (vector_tile.py) of 3 vectors per row where
-    the output is wide, then 2; returns the first column they left to the plain kernels.
-    Nothing is done here without AVX-512 or where rows of b or out are not contiguous."""
+def _tile_panel(wide, a, b_at, ldb, o_at, ldo, rows):
+    """One panel of tile columns: out (rows, span) = a[:rows] @ b (K, span) for rows a multiple
+    of ROWS, k in blocks of DEPTH; b and out given as addresses and row strides (elements)."""
     size = a.itemsize
-    if not TILES or b.strides[1] != size or out.strides[1] != size:
-        return 0
-    j0 = 0
-    if b.shape[1] >= WIDE:
-        j0 = _tile_columns(3, a, b, out, m8, j0)
-    return _tile_columns(2, a, b, out, m8, j0)
+    K = a.shape[1]
+    a_row = a.strides[0] // size
+    a_col = a.strides[1] // size
+    a0 = a.ctypes.data
+    for k0 in range(0, K, DEPTH):
+        depth = min(DEPTH, K - k0)
+        b_k = b_at + k0 * ldb * size
+        for r in range(0, rows, ROWS):
+            a_at = a0 + (r * a_row + k0 * a_col) * size
+            out_at = o_at + r * ldo * size
+            if wide:
+                tile_wide(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+            else:
+                tile_narrow(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+
+
+@njit(**_OPTS)
+def _panels(N, itemsize):
+    """The column plan shared by both entry points: rows (j0, width, kind) of an (n, 3) array;
+    kind 2: a wide-tile panel, 1: narrow, 0: the columns left to the plain kernels (width < a
+    narrow tile; present only when > 0)."""
+    lane = BITS // 8 // itemsize
+    wide = VECTORS[0] * lane
+    narrow = VECTORS[1] * lane
+    count = 0
+    j = 0
+    if TILES and N >= WIDE:
+        count += N // wide
+        j = count * wide
+    if TILES:
+        count += (N - j) // narrow
+        j += (N - j) // narrow * narrow
+    plan = np.empty((count + (1 if j < N else 0), 3), dtype=np.intp)
+    j = 0
+    p = 0
+    if TILES and N >= WIDE:
+        while j + wide <= N:
+            plan[p, 0], plan[p, 1], plan[p, 2] = j, wide, 2
+            j += wide
+            p += 1
+    if TILES:
+        while j + narrow <= N:
+            plan[p, 0], plan[p, 1], plan[p, 2] = j, narrow, 1
+            j += narrow
+            p += 1
+    if j < N:
+        plan[p, 0], plan[p, 1], plan[p, 2] = j, N - j, 0
+    return plan
 
 
 # Not inlined (unlike the kernels it calls): its callers stay small, and each of its few
 # signatures compiles once; inlined at every call site the first-call compile took ~2x longer.
-@njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
 def matmul_into(a, b, out):
     """out (M,N) = a (M,K) @ b (K,N); one float dtype; out must not alias a/b. ``a`` may have any
     strides (a transposed view included); tiles need contiguous rows of b and out.
 
-    Whole 8-row blocks go through register tiles; the columns those leave over and the last
-    M % 8 rows go through the plain 8/4/1-row kernels, in column panels."""
+    Whole ROWS-row blocks go through register tiles; the columns those leave over and the last
+    M % ROWS rows go through the plain 8/4/1-row kernels, in column panels."""
     M = a.shape[0]
     N = b.shape[1]
+    size = a.itemsize
     out[:, :] = 0
-    m8 = M - M % ROWS
-    done = _register_tiles(a, b, out, m8) if m8 > 0 else 0
-    for j0 in range(done, N, PANEL):
-        j1 = min(j0 + PANEL, N)
-        for r in range(0, m8, 8):
-            _eight_rows(a, b, out, r, j0, j1)
-    for j0 in range(0, N, PANEL):
-        j1 = min(j0 + PANEL, N)
-        r = m8
-        while r + 4 <= M:
-            _four_rows(a, b, out, r, j0, j1)
-            r += 4
-        while r < M:
-            _one_row(a, b, out, r, j0, j1)
-            r += 1
+    tiled = M - M % ROWS
+    if not TILES or b.strides[1] != size or out.strides[1] != size:
+        tiled = 0
+    done = 0
+    if tiled > 0:
+        plan = _panels(N, size)
+        ldb = b.strides[0] // size
+        ldo = out.strides[0] // size
+        for p in range(plan.shape[0]):
+            j0, kind = plan[p, 0], plan[p, 2]
+            if kind == 0:
+                break
+            _tile_panel(kind == 2, a, b.ctypes.data + j0 * size, ldb,
+                        out.ctypes.data + j0 * size, ldo, tiled)
+            done = j0 + plan[p, 1]
+    _plain(a, b, out, 0, tiled, done, N)
+    _plain(a, b, out, tiled, M, 0, N)
 
 
-@njit(cache=True, error_model="numpy", fastmath={"contract", "arcp", "reassoc"})
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def pack_b(b):
+    """b (K, N) -> packed (K*N,): b's columns in the panels ``matmul_packed_into`` runs (for
+    each panel of ``_panels(N)``, its (K, width) block, row-major), for a b multiplied many
+    times (W_hh over the time steps). Any strides; float32 or float64."""
+    K, N = b.shape
+    packed = np.empty(K * N, dtype=b.dtype)
+    plan = _panels(N, b.itemsize)
+    off = 0
+    for p in range(plan.shape[0]):
+        j0, width = plan[p, 0], plan[p, 1]
+        block = packed[off:off + K * width].reshape((K, width))
+        for k in range(K):
+            block[k, :] = b[k, j0:j0 + width]
+        off += K * width
+    return packed
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def matmul_packed_into(a, packed, out):
+    """out (M,N) = a (M,K) @ b (K,N) with packed = pack_b(b) (K*N,) (same dtype; out must not
+    alias a/packed). ``a`` may have any strides; tiles need contiguous rows of out (elsewhere
+    the plain kernels do all of it). Same tiles and plain kernels as ``matmul_into``; pays
+    where a has at least ROWS rows (the plain kernels' column panels here are a tile wide)."""
+    M = a.shape[0]
+    K = a.shape[1]
+    N = out.shape[1]
+    size = a.itemsize
+    if packed.shape[0] != K * N:
+        raise ValueError("matmul_packed_into: packed must be pack_b(b) of b (K, N) with K = "
+                         "a.shape[1] and N = out.shape[1] (K*N elements)")
+    out[:, :] = 0
+    tiled = M - M % ROWS
+    if not TILES or out.strides[1] != size:
+        tiled = 0
+    ldo = out.strides[0] // size
+    plan = _panels(N, size)
+    off = 0
+    for p in range(plan.shape[0]):
+        j0, width, kind = plan[p, 0], plan[p, 1], plan[p, 2]
+        block = packed[off:off + K * width].reshape((K, width))
+        columns = out[:, j0:j0 + width]
+        rest = 0
+        if kind > 0 and tiled > 0:
+            _tile_panel(kind == 2, a, block.ctypes.data, width, out.ctypes.data + j0 * size, ldo,
+                        tiled)
+            rest = tiled
+        _plain(a, block, columns, rest, M, 0, width)
+        off += K * width
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FLAGS)
 def matmul(a, b, out):
     """Python-callable ``matmul_into`` (tests and measurements)."""
     matmul_into(a, b, out)
+
+
+@njit(cache=True, error_model="numpy", fastmath=_FLAGS)
+def matmul_packed(a, packed, out):
+    """Python-callable ``matmul_packed_into`` (tests and measurements)."""
+    matmul_packed_into(a, packed, out)

@@ -1,21 +1,30 @@
-"""One register tile of the numba matmul, written in LLVM IR through a Numba ``@intrinsic``:
-``out[0:8, 0:V*L] (+)= a[0:8, 0:K] @ b[0:K, 0:V*L]`` with its 8 x V vector accumulators (L
-lanes: 16 float32 or 8 float64 in a 512-bit register) held in registers for the whole k loop.
+"""Register tiles of the numba matmul, written in LLVM IR through Numba ``@intrinsic``s:
+``out[0:R, 0:V*L] (+)= a[0:R, 0:K] @ b[0:K, 0:V*L]`` with its R x V vector accumulators (L
+lanes: a vector of the ISA class's width holds L float32 or L/2 float64) held in registers for
+the whole k loop.
 
 Why IR: Numba code cannot name vector registers, and LLVM's auto-vectorizer keeps the plain
 kernels (``matmul.py``) loading and storing the output rows on every pass over k. Here each
-step of k costs V vector loads of b and 8 broadcasts of a for 8*V fused multiply-adds, and the
-output is stored once. Measured on the 2-core AMD EPYC (Zen 5) dev machine, one thread,
-float32, per call: (8,128) @ (128,512) 7.3 -> 4.7 us, (8,512) @ (512,128) 7.5 -> 4.6 us,
-(32,512) @ (512,2048) 640 -> 290 us (3 vectors per row there).
+step of k costs V vector loads of b and R broadcasts of a for R*V fused multiply-adds, and the
+output is stored once.
+
+Which tile: one per ISA class (``SHAPES``, keyed by ``fastrnn.machine.cpu_isa()``), sized so
+that its accumulators, the V vectors of b and one broadcast of a fit the class's vector
+registers without spilling. ``ROWS``, ``VECTORS``, ``WIDE`` and ``DEPTH`` are the active
+class's; ``tile_wide`` / ``tile_narrow`` its two tiles. ``make_tile`` builds any shape (tests build the other
+classes' shapes with it; LLVM splits vectors wider than the target's into several registers).
 
 Operands are given as element addresses plus strides in elements. ``b`` and ``out`` need
 contiguous rows (they are read and written as vectors); ``a`` is read one element at a time,
 so it may have any strides: ``a = g.T`` makes the tile compute weight gradients ``g^T x``
-without a transposed copy of ``g``. ``matmul.matmul_into`` computes the addresses, splits k
-into blocks (``accumulate`` adds a block's product to ``out``) and covers the rows and columns
-left over by whole tiles with its plain kernels.
+without a transposed copy of ``g``. ``matmul.py`` computes the addresses, splits k into blocks
+(``accumulate`` adds a block's product to ``out``) and covers the rows and columns left over by
+whole tiles with its plain kernels.
 """
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
 import llvmlite.ir as ir
 from numba import types
 from numba.core import cgutils
@@ -23,26 +32,59 @@ from numba.extending import intrinsic
 
 from fastrnn import machine
 
-ROWS = 8
+
+class TileShape(NamedTuple):
+    """One class's tiles: ``rows`` x (``vectors`` = (wide, narrow)) vectors of ``bits`` bits; the
+    wide tile first where the output has at least ``wide`` columns, then the narrow; k in blocks of
+    ``depth`` rows of b (a block of b stays in L1 while the tile walks down the rows of a)."""
+    rows: int
+    vectors: tuple
+    bits: int
+    wide: int
+    depth: int
 
 
-# The tiles assume 32 vector registers of 512 bits (8 x 3 accumulators + operands). With 16
-# AVX2 registers they would spill, so elsewhere matmul.py keeps to its plain kernels.
-# (Numba's disk cache is keyed by the host CPU, so compiled code never crosses machines.)
-AVAILABLE = machine.cpu_isa() == "avx512"
+# The one table: which tile each ISA class runs, and why (one line each).
+SHAPES: dict[str, Optional[TileShape]] = {
+    # 32 zmm: 8x3 = 24 accumulators + 3 of b + 1 broadcast; 3 vectors measured faster from N=1024
+    "avx512": TileShape(rows=8, vectors=(3, 2), bits=512, wide=1024, depth=256),
+    # 16 ymm: 4x3 = 12 accumulators + 3 of b + 1 broadcast (6x2 measured slower); 4 | most row slices
+    "avx2": TileShape(rows=4, vectors=(3, 2), bits=256, wide=0, depth=256),
+    # no vector FMA assumed (ARM, old x86): the plain kernels only
+    "generic": None,
+}
+
+ACTIVE = SHAPES[machine.cpu_isa()]
+AVAILABLE = ACTIVE is not None  # whether matmul.py runs register tiles at all
+# Rows of the active class's tile (others read it as "rows per tile"); 8 without tiles: the
+# plain kernels' largest row block.
+ROWS = ACTIVE.rows if AVAILABLE else 8
+VECTORS = ACTIVE.vectors if AVAILABLE else (1, 1)
+BITS = ACTIVE.bits if AVAILABLE else 512
+WIDE = ACTIVE.wide if AVAILABLE else 0
+DEPTH = ACTIVE.depth if AVAILABLE else 256
+# (Numba's disk cache is keyed by the compile target, so code compiled for one class is never
+# reused for another: see machine.numba_target.)
 
 
-def lanes(itemsize: int) -> int:
-    """Elements of one 512-bit vector register."""
-    return 64 // itemsize
+def lanes(itemsize: int, bits: int = BITS) -> int:
+    """Elements of one vector register of ``bits`` bits."""
+    return bits // 8 // itemsize
 
 
-def _make_tile(vectors: int):
+def make_tile(rows: int, vectors: int, bits: int):
+    """A Numba intrinsic ``tile(template, a_addr, a_row, a_col, b_addr, ldb, out_addr, ldo,
+    depth, accumulate)``: out (rows, vectors * lanes) (+)= a (rows, depth) @ b (depth, vectors *
+    lanes); a[q, k] is at a_addr + (q * a_row + k * a_col) elements, b[k, j] at b_addr + k * ldb
+    + j, out[q, j] at out_addr + q * ldo + j; ``template``: any array of the dtype (float32 or
+    float64); ``accumulate``: add to out instead of overwriting it."""
+    if rows < 1 or vectors < 1 or bits not in (128, 256, 512):
+        raise ValueError(f"make_tile: rows and vectors must be >= 1 and bits 128, 256 or 512, "
+                         f"got rows={rows}, vectors={vectors}, bits={bits}")
+
     @intrinsic
     def tile(typingctx, template, a_addr, a_row, a_col, b_addr, ldb, out_addr, ldo, depth,
              accumulate):
-        """out (+)= a @ b on one 8 x (vectors * lanes) tile; a[q, k] is at a_addr + (q * a_row +
-        k * a_col) elements; ``template``: any array of the dtype; ``accumulate``: add to out."""
         if not (isinstance(template, types.Array)
                 and template.dtype in (types.float32, types.float64)):
             return None
@@ -53,7 +95,7 @@ def _make_tile(vectors: int):
             _, a_i, a_row_v, a_col_v, b_i, ldb_v, out_i, ldo_v, k_n, add_v = args
             dtype = signature.args[0].dtype
             scalar = context.get_value_type(dtype)
-            width = lanes(dtype.bitwidth // 8)
+            width = lanes(dtype.bitwidth // 8, bits)
             vec = ir.VectorType(scalar, width)
             i64 = ir.IntType(64)
             align = dtype.bitwidth // 8
@@ -67,9 +109,9 @@ def _make_tile(vectors: int):
             splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
             # allocas of the entry block: LLVM promotes them to registers (mem2reg)
             acc = [[cgutils.alloca_once_value(builder, ir.Constant(vec, [0.0] * width))
-                    for _ in range(vectors)] for _ in range(ROWS)]
+                    for _ in range(vectors)] for _ in range(rows)]
             a_rows = [builder.gep(a_p, [builder.mul(ir.Constant(i64, q), a_row_v)])
-                      for q in range(ROWS)]
+                      for q in range(rows)]
 
             def vector_at(row_ptr, v):
                 ptr = builder.gep(row_ptr, [ir.Constant(i64, v * width)])
@@ -80,7 +122,7 @@ def _make_tile(vectors: int):
                 b_row = builder.gep(b_p, [builder.mul(k, ldb_v)])
                 b_vecs = [builder.load(vector_at(b_row, v), align=align) for v in range(vectors)]
                 a_k = builder.mul(k, a_col_v)
-                for q in range(ROWS):
+                for q in range(rows):
                     a_qk = builder.load(builder.gep(a_rows[q], [a_k]))
                     first = builder.insert_element(undef, a_qk, ir.Constant(ir.IntType(32), 0))
                     splat = builder.shuffle_vector(first, undef, splat_mask)
@@ -88,14 +130,14 @@ def _make_tile(vectors: int):
                         total = builder.call(fma, [splat, b_vecs[v], builder.load(acc[q][v])])
                         builder.store(total, acc[q][v])
             out_vecs = [[vector_at(builder.gep(out_p, [builder.mul(ir.Constant(i64, q), ldo_v)]), v)
-                         for v in range(vectors)] for q in range(ROWS)]
+                         for v in range(vectors)] for q in range(rows)]
             with builder.if_then(add_v):
-                for q in range(ROWS):
+                for q in range(rows):
                     for v in range(vectors):
                         total = builder.fadd(builder.load(out_vecs[q][v], align=align),
                                              builder.load(acc[q][v]))
                         builder.store(total, acc[q][v])
-            for q in range(ROWS):
+            for q in range(rows):
                 for v in range(vectors):
                     builder.store(builder.load(acc[q][v]), out_vecs[q][v], align=align)
             return context.get_dummy_value()
@@ -105,5 +147,6 @@ def _make_tile(vectors: int):
     return tile
 
 
-tile_2 = _make_tile(2)  # 16 accumulator registers: narrow outputs (N < 1024 elements)
-tile_3 = _make_tile(3)  # 24: wide outputs, fewer loads per fused multiply-add
+# The active class's two tiles (module globals: a Numba kernel calls a global function object).
+tile_wide = make_tile(ROWS, VECTORS[0], BITS)
+tile_narrow = make_tile(ROWS, VECTORS[1], BITS)
