@@ -30,6 +30,15 @@ TORCH_LIBRARY_IMPL(fastrnn_cuda, CUDA, m) {
   m.impl("recurrence_backward", &fastrnn::recurrence_backward);
 }
 
+// The same functions for CPU tensors: they check every argument exactly as for CUDA ones and
+// then raise "... must be a CUDA tensor" (recurrent.cpp, require_cuda), before any CUDA call.
+// So a call with CPU tensors gets the error that names the argument, and the checks are
+// tested on machines without a GPU (tests/test_cuda_extension.py).
+TORCH_LIBRARY_IMPL(fastrnn_cuda, CPU, m) {
+  m.impl("recurrence_forward", &fastrnn::recurrence_forward);
+  m.impl("recurrence_backward", &fastrnn::recurrence_backward);
+}
+
 // A Python module with no functions: importing it is what registers the ops above.
 extern "C" PyMODINIT_FUNC PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr,

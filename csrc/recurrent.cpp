@@ -10,24 +10,41 @@
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
+#include <string_view>
+#include <utility>
 
+#include "cells_host.h"
 #include "params.h"
+#include "static_switch.h"
 
 namespace fastrnn {
 namespace {
 
+// What the host needs of a cell, read off its kernel type (cells.cuh) by parse_cell.
 struct CellInfo {
   CellKind kind;
-  int64_t gates;      // G
-  int64_t ws_slabs;   // W
-  bool has_c;         // LSTM
+  int64_t gates;     // G
+  int64_t ws_slabs;  // W
+  bool has_c;        // LSTM
+};
+
+// The op's cell names (fastrnn.cells.CellSpec.name); each CellKind's value is CellSpec.code.
+constexpr std::pair<std::string_view, CellKind> kCellNames[] = {
+    {"rnn_tanh", CellKind::RnnTanh},
+    {"rnn_relu", CellKind::RnnRelu},
+    {"lstm", CellKind::Lstm},
+    {"gru", CellKind::Gru},
 };
 
 CellInfo parse_cell(const std::string& cell) {
-  if (cell == "rnn_tanh") return {CellKind::RnnTanh, 1, 0, false};
-  if (cell == "rnn_relu") return {CellKind::RnnRelu, 1, 0, false};
-  if (cell == "lstm") return {CellKind::Lstm, 4, 5, true};
-  if (cell == "gru") return {CellKind::Gru, 3, 4, false};
+  for (const auto& entry : kCellNames) {
+    if (cell != entry.first) continue;
+    const CellKind kind = entry.second;
+    return CELL_SWITCH(kind, C, [&] {
+      using Cell = CellOf<C>::type;
+      return CellInfo{C, Cell::G, Cell::W, Cell::kHasC};
+    });
+  }
   TORCH_CHECK(false, "fastrnn_cuda: cell must be one of 'gru', 'lstm', 'rnn_relu', 'rnn_tanh', got '",
               cell, "'");
 }
@@ -74,7 +91,7 @@ void record_path(bool backward, const LaunchInfo& info) {
   (backward ? g_backward_path : g_forward_path) = s.str();
 }
 
-// `t` must be a CUDA tensor on `device` of dtype `dtype` and shape `shape`.
+// `t` must be on `device` (xg's or grad_y's) with dtype `dtype` and shape `shape`.
 void check_tensor(const at::Tensor& t, const char* name, const at::Device& device,
                   at::ScalarType dtype, at::IntArrayRef shape) {
   TORCH_CHECK(t.device() == device, "fastrnn_cuda: ", name, " must be on ", device, " like xg, got ",
@@ -85,47 +102,13 @@ void check_tensor(const at::Tensor& t, const char* name, const at::Device& devic
               t.sizes());
 }
 
-template <CellKind C>
-cudaError_t forward_for_cell(ScalarKind s, const RecurrentParams& p, cudaStream_t st,
-                             LaunchInfo* info) {
-  switch (s) {
-    case ScalarKind::Float32: return recurrent_forward<C, ScalarKind::Float32>(p, st, info);
-    case ScalarKind::Float16: return recurrent_forward<C, ScalarKind::Float16>(p, st, info);
-    case ScalarKind::BFloat16: return recurrent_forward<C, ScalarKind::BFloat16>(p, st, info);
-    case ScalarKind::Float64: return recurrent_forward<C, ScalarKind::Float64>(p, st, info);
-  }
-  return cudaErrorInvalidValue;
-}
-
-template <CellKind C>
-cudaError_t backward_for_cell(ScalarKind s, const RecurrentParams& p, cudaStream_t st,
-                              LaunchInfo* info) {
-  switch (s) {
-    case ScalarKind::Float32: return recurrent_backward<C, ScalarKind::Float32>(p, st, info);
-    case ScalarKind::Float16: return recurrent_backward<C, ScalarKind::Float16>(p, st, info);
-    case ScalarKind::BFloat16: return recurrent_backward<C, ScalarKind::BFloat16>(p, st, info);
-    case ScalarKind::Float64: return recurrent_backward<C, ScalarKind::Float64>(p, st, info);
-  }
-  return cudaErrorInvalidValue;
-}
-
-cudaError_t dispatch(bool backward, CellKind c, ScalarKind s, const RecurrentParams& p,
+cudaError_t dispatch(bool backward, CellKind cell, ScalarKind scalar, const RecurrentParams& p,
                      cudaStream_t st, LaunchInfo* info) {
-  switch (c) {
-    case CellKind::RnnTanh:
-      return backward ? backward_for_cell<CellKind::RnnTanh>(s, p, st, info)
-                      : forward_for_cell<CellKind::RnnTanh>(s, p, st, info);
-    case CellKind::RnnRelu:
-      return backward ? backward_for_cell<CellKind::RnnRelu>(s, p, st, info)
-                      : forward_for_cell<CellKind::RnnRelu>(s, p, st, info);
-    case CellKind::Lstm:
-      return backward ? backward_for_cell<CellKind::Lstm>(s, p, st, info)
-                      : forward_for_cell<CellKind::Lstm>(s, p, st, info);
-    case CellKind::Gru:
-      return backward ? backward_for_cell<CellKind::Gru>(s, p, st, info)
-                      : forward_for_cell<CellKind::Gru>(s, p, st, info);
-  }
-  return cudaErrorInvalidValue;
+  return CELL_SWITCH(cell, C, [&] {
+    return SCALAR_SWITCH(scalar, S, [&] {
+      return backward ? recurrent_backward<C, S>(p, st, info) : recurrent_forward<C, S>(p, st, info);
+    });
+  });
 }
 
 // Sizes and checked, contiguous copies of the arguments shared by forward and backward.
@@ -139,7 +122,8 @@ struct Common {
   at::Tensor w_hh, b_hn, h0, c0, w_hr, lengths;  // undefined when absent
 };
 
-// `ref` is xg (forward) or grad_y (backward): it fixes device, dtype, T and B.
+// `ref` is xg (forward) or grad_y (backward): it fixes device, dtype, T and B. Nothing here
+// needs a GPU: these checks run on tensors of any device (require_cuda comes after them).
 Common check_common(const std::string& cell, const at::Tensor& ref, const char* ref_name,
                     const at::Tensor& w_hh, const std::optional<at::Tensor>& b_hn,
                     const at::Tensor& h0, const std::optional<at::Tensor>& c0,
@@ -147,8 +131,6 @@ Common check_common(const std::string& cell, const at::Tensor& ref, const char* 
                     const std::optional<at::Tensor>& lengths, int64_t H) {
   Common c;
   c.cell = parse_cell(cell);
-  TORCH_CHECK(ref.is_cuda(), "fastrnn_cuda: ", ref_name, " must be a CUDA tensor, got device ",
-              ref.device());
   TORCH_CHECK(ref.dim() == 3, "fastrnn_cuda: ", ref_name, " must be 3-D (T, B, *), got shape ",
               ref.sizes());
   c.scalar = parse_scalar(ref, ref_name);
@@ -201,6 +183,14 @@ Common check_common(const std::string& cell, const at::Tensor& ref, const char* 
   return c;
 }
 
+// The last check before any CUDA call. Every other check runs first, on tensors of any device,
+// so that the ops' CPU registration (fastrnn.cpp) diagnoses a wrong call exactly as the CUDA
+// one does, and a machine without a GPU can test all of them.
+void require_cuda(const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK(ref.is_cuda(), "fastrnn_cuda: ", ref_name, " must be a CUDA tensor, got device ",
+              ref.device());
+}
+
 RecurrentParams base_params(const Common& c, bool reverse) {
   RecurrentParams p{};
   p.T = c.T;
@@ -236,6 +226,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward(
               "', got shape ", xg_in.sizes());
   const Common c = check_common(cell, xg_in, "xg", w_hh, b_hn, h0, c0, w_hr, lengths,
                                 xg_in.size(2) / info.gates);
+  require_cuda(xg_in, "xg");
   c10::cuda::CUDAGuard guard(c.device);
   const at::Tensor xg = xg_in.contiguous();
   const auto opts = xg.options();
@@ -282,7 +273,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
               "', got shape ", w_hh.sizes());
   const Common c = check_common(cell, grad_y_in, "grad_y", w_hh, b_hn, h0, c0, w_hr, lengths,
                                 w_hh.size(0) / info.gates);
-  c10::cuda::CUDAGuard guard(c.device);
   check_tensor(grad_y_in, "grad_y", c.device, c.dtype, {c.T, c.B, c.R});
   check_tensor(grad_hn, "grad_hn", c.device, c.dtype, {c.B, c.R});
   check_tensor(y_in, "y", c.device, c.dtype, {c.T, c.B, c.R});
@@ -291,6 +281,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
     check_tensor(workspace_in, "workspace", c.device, c.dtype,
                  {c.T, c.B, c.cell.ws_slabs * c.H});
   }
+  require_cuda(grad_y_in, "grad_y");
+  c10::cuda::CUDAGuard guard(c.device);
   const at::Tensor grad_y = grad_y_in.contiguous();
   const at::Tensor y = y_in.contiguous();
   const at::Tensor workspace = c.cell.ws_slabs > 0 ? workspace_in.contiguous() : at::Tensor();
