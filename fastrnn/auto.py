@@ -68,7 +68,10 @@ def machine_class(device: torch.device) -> str:
     """The class a table is measured on: 'cpu-<isa>-<threads>t' (e.g. cpu-avx2-2t: timings
     depend on the vector ISA and on the threads torch and numba share) or 'cuda-sm_<cc>'."""
     if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
+        try:
+            major, minor = torch.cuda.get_device_capability(device)
+        except (AssertionError, RuntimeError):  # no CUDA here: nothing can be measured
+            return "cuda-unavailable"
         return f"cuda-sm_{major}{minor}"
     if device.type == "cpu":
         from fastrnn import machine

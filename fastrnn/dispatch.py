@@ -131,7 +131,6 @@ def auto_decision(problem: Problem, kind: str = "sequence") -> auto.Decision:
     return decision
 
 
-@functools.lru_cache(maxsize=4096)
 def _choose_module(request: str, problem: Problem, kind: str) -> str:
     if request != "auto":
         return _explicit(request, problem)
@@ -148,16 +147,39 @@ def _choose_module_traced(request: str, cell: str, device: str, dtype: torch.dty
                           kind)
 
 
-def choose_module_backend(module_choice: str, problem: Problem, kind: str = "sequence") -> str:
+_module_choices: dict = {}  # call key -> backend name: a process's choices never change
+
+
+def choose_module_backend(module_choice: str, cell: str, device: torch.device,
+                          dtype: torch.dtype, seq_len: int, batch: int, hidden: int, proj: int,
+                          has_lengths: bool, mode: str, module_training: bool,
+                          kind: str = "sequence") -> str:
     """The backend of a whole module call: 'native' (the caller then runs torch.nn's own
-    forward) or a kernel name that every layer-direction of the call then uses."""
-    request = requested_backend(module_choice)
+    forward) or a kernel name that every layer-direction of the call then uses. ``mode`` is
+    'training' when autograd records the call; sizes are the per-layer T, B, H and P;
+    ``kind`` is 'sequence' (RNN/LSTM/GRU) or 'cell'. Explicit choices are checked (raise)."""
     if torch.compiler.is_compiling():
-        p = problem
-        return _choose_module_traced(request, p.cell, str(p.device), p.dtype, p.seq_len,
-                                     p.batch, p.hidden, p.proj, p.has_lengths, p.mode,
-                                     p.module_training, kind)
-    return _choose_module(request, problem, kind)
+        return _choose_module_traced(requested_backend(module_choice), cell, str(device), dtype,
+                                     seq_len, batch, hidden, proj, has_lengths, mode,
+                                     module_training, kind)
+    key = (module_choice, cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
+           module_training, kind, os.environ.get(ENV_VAR))
+    backend = _module_choices.get(key)
+    if backend is None:
+        problem = Problem(cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
+                          module_training)
+        backend = _choose_module(requested_backend(module_choice), problem, kind)
+        if len(_module_choices) >= 65536:  # many distinct lengths: start over, stay bounded
+            _module_choices.clear()
+        _module_choices[key] = backend
+    return backend
+
+
+def clear_caches() -> None:
+    """Forget every choice made so far (tests that change tables or the environment)."""
+    _module_choices.clear()
+    _choose.cache_clear()
+    auto.clear_caches()
 
 
 def available_backends(device: str | torch.device | None = None) -> dict[str, list[str]]:

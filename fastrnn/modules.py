@@ -15,7 +15,6 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastrnn.autocast import autocast_compute_dtype
-from fastrnn.backends.problem import Problem
 from fastrnn.cells import module_cell_name
 from fastrnn.dispatch import check_backend_name, choose_module_backend
 from fastrnn.layers import run_stack
@@ -53,24 +52,6 @@ def allow_dynamo_tracing() -> None:
     torch._dynamo.config.allow_rnn = True
 
 
-def call_mode(module: nn.Module, input: torch.Tensor) -> str:
-    """'training' when autograd will record a graph of this call, else 'inference'."""
-    if not torch.is_grad_enabled():
-        return "inference"
-    if input.requires_grad or any(p.requires_grad for p in module.parameters()):
-        return "training"
-    return "inference"
-
-
-def call_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a call computes in, as far as dispatch needs it: under autocast the autocast
-    dtype (auto has no measurements there, so it takes torch.nn's own path)."""
-    device = x.device.type
-    if x.dtype.is_floating_point and torch.is_autocast_enabled(device):
-        return torch.get_autocast_dtype(device)
-    return x.dtype
-
-
 class BackendMixin:
     """The ``backend`` attribute every fastrnn module adds to its torch.nn base class, and the
     choice of what runs a call: ``native`` (the torch.nn base class's own forward) or a kernel."""
@@ -81,9 +62,19 @@ class BackendMixin:
 
     def _choose(self, x: torch.Tensor, cell: str, seq_len: int, batch: int, hidden: int,
                 proj: int, packed: bool, kind: str) -> str:
-        problem = Problem(cell, x.device, call_dtype(x), seq_len, batch, hidden, proj, packed,
-                          call_mode(self, x), self.training)
-        return choose_module_backend(self.backend, problem, kind)
+        """The backend of this call. Everything the choice depends on forms one key, looked up
+        in a per-process dict: a repeated kind of call costs ~1 us, not a dispatch."""
+        grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(w.requires_grad for w in self._weights_for_dispatch()))
+        device = x.device
+        dtype = x.dtype
+        if dtype.is_floating_point and torch.is_autocast_enabled(device.type):
+            # auto has no measurements under autocast: torch.nn's own path (or the kernel
+            # computing in the autocast dtype, when chosen explicitly)
+            dtype = torch.get_autocast_dtype(device.type)
+        mode = "training" if grad else "inference"
+        return choose_module_backend(self.backend, cell, device, dtype, seq_len, batch, hidden,
+                                     proj, packed, mode, self.training, kind)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -95,6 +86,9 @@ class RecurrentMixin(BackendMixin):
     """What RNN, LSTM and GRU share on top of torch.nn.RNNBase."""
 
     _torch_class: type
+
+    def _weights_for_dispatch(self):
+        return self._flat_weights
 
     def _probe_ctor(self):
         kwargs = {}

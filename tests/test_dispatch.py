@@ -1,20 +1,52 @@
-"""Backend choice: auto order, explicit choice never falls back, FASTRNN_BACKEND, reasons."""
+"""Backend choice: explicit choices never fall back, FASTRNN_BACKEND, the native backend, and
+auto read from measured per-class tables (fastrnn.auto)."""
+import json
+
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
+from fastrnn import auto, dispatch
 from fastrnn.backends.problem import Problem
-from fastrnn.dispatch import BACKENDS, BackendUnavailableError, choose_backend
+from fastrnn.dispatch import BACKENDS, BackendUnavailableError, auto_decision, choose_backend
 
 
-def _problem(device="cpu", dtype=torch.float32):
-    return Problem("lstm", torch.device(device), dtype, 4, 2, 8, 0, False)
+def _problem(device="cpu", dtype=torch.float32, cell="lstm", T=4, B=2, H=8, mode="inference",
+             training=True):
+    return Problem(cell, torch.device(device), dtype, T, B, H, 0, False, mode, training)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_choices():
+    dispatch.clear_caches()
+    yield
+    dispatch.clear_caches()
+
+
+def _point(cell="lstm", mode="inference", T=100, B=16, H=128, kernel_ms=1.0, native_ms=2.0,
+           kind="sequence"):
+    return dict(kind=kind, cell=cell, dtype="float32", mode=mode, T=T, B=B, H=H,
+                backend="numba", kernel_ms=kernel_ms, native_ms=native_ms)
+
+
+@pytest.fixture
+def table(tmp_path, monkeypatch):
+    """Point auto at a table of this test's own (FASTRNN_AUTO_TABLE), for every class."""
+    def write(points):
+        path = tmp_path / "table.json"
+        path.write_text(json.dumps({"schema": auto.SCHEMA, "class": "test", "points": points}))
+        monkeypatch.setenv(auto.ENV_VAR, str(path))
+        dispatch.clear_caches()
+        return path
+    return write
 
 
 def test_available_backends_reports_every_backend_with_reasons():
     report = fastrnn.available_backends("cpu")
-    assert set(report) == set(BACKENDS)
-    assert report["reference"] == []
+    assert set(report) == set(BACKENDS) and "native" in report
+    assert report["reference"] == [] and report["native"] == []
     assert report["cuda"], "the CUDA backend cannot run CPU tensors; it must say why"
     assert all(isinstance(r, str) and r for reasons in report.values() for r in reasons)
 
@@ -40,11 +72,115 @@ def test_env_var_is_an_explicit_choice(monkeypatch):
         choose_backend("auto", _problem())
 
 
-def test_auto_picks_first_available_in_order():
+def test_layer_level_auto_picks_first_kernel_in_order():
     report = fastrnn.available_backends("cpu")
     expected = "numba" if not report["numba"] else "reference"
     assert choose_backend("auto", _problem()) == expected
-
-
-def test_unknown_device_type_uses_reference():
     assert choose_backend("auto", _problem(device="meta")) == "reference"
+    with pytest.raises(ValueError, match="whole modules"):
+        choose_backend("native", _problem())
+
+
+# ---------------------------------------------------------------- the native backend
+@pytest.mark.parametrize("name,kwargs,packed", [
+    ("LSTM", {"num_layers": 2, "bidirectional": True}, False), ("LSTM", {"proj_size": 2}, True),
+    ("GRU", {"batch_first": True}, False), ("RNN", {"nonlinearity": "relu"}, True),
+    ("LSTMCell", {}, False), ("GRUCell", {}, False), ("RNNCell", {}, False)])
+def test_native_is_torch_nn_itself(name, kwargs, packed):
+    """backend='native' runs the torch.nn base class's forward on the module's own
+    parameters: outputs and gradients are bit-identical to torch.nn's."""
+    torch.manual_seed(0)
+    ref = getattr(nn, name)(3, 4, **kwargs)
+    fast = getattr(fastrnn, name)(3, 4, backend="native", **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    cell = name.endswith("Cell")
+    x = torch.randn(*((5, 3) if cell else (5, 3, 3)), requires_grad=True)
+
+    def make_input():
+        return (pack_padded_sequence(x, torch.tensor([5, 2, 4]), enforce_sorted=False)
+                if packed else x)
+    results = []
+    for module in (ref, fast):
+        out = module(make_input())
+        out = out if cell else out[0]
+        data = out.data if packed else (out[0] if isinstance(out, tuple) else out)  # LSTMCell
+        grads = torch.autograd.grad(data.square().sum(), [x, *module.parameters()])
+        results.append([data, *grads])
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    # the same Parameter objects: a change of weights is seen at once (nothing copied)
+    with torch.no_grad():
+        next(fast.parameters()).add_(1.0)
+    out = fast(make_input())
+    out = out if cell else out[0]
+    data = out.data if packed else (out[0] if isinstance(out, tuple) else out)
+    assert not torch.equal(data, results[1][0])
+
+
+def test_native_refuses_cudnn_backward_in_eval_mode():
+    reasons = dispatch.unsupported_reasons(
+        "native", _problem(device="cuda", mode="training", training=False))
+    assert any("eval mode" in r for r in reasons)
+    assert dispatch.unsupported_reasons("native", _problem(device="cuda", mode="training")) == []
+    # auto then takes a kernel that can run it (here, without a GPU: the reference)
+    decision = auto_decision(_problem(device="cuda", mode="training", training=False))
+    assert decision.backend in ("cuda", "triton", "reference") and "eval mode" in decision.why
+
+
+# ---------------------------------------------------------------- auto from tables
+def test_auto_is_native_without_measurements(monkeypatch, tmp_path):
+    monkeypatch.setenv(auto.ENV_VAR, str(tmp_path / "missing.json"))
+    decision = auto_decision(_problem())
+    assert decision.backend == "native" and "no measurements" in decision.why
+
+
+def test_auto_takes_the_kernel_only_where_measured_faster(table):
+    table([_point(B=1, H=64, kernel_ms=0.5, native_ms=1.0),  # kernel wins
+           _point(B=64, H=512, kernel_ms=0.97, native_ms=1.0),  # a tie goes to torch.nn
+           _point(mode="training", B=1, H=64, kernel_ms=3.0, native_ms=1.0)])
+    assert auto_decision(_problem(T=100, B=1, H=64)).backend == "numba"
+    assert auto_decision(_problem(T=80, B=2, H=80)).backend == "numba"  # nearest point
+    assert auto_decision(_problem(T=100, B=64, H=512)).backend == "native"
+    assert auto_decision(_problem(T=100, B=1, H=64, mode="training")).backend == "native"
+    far = auto_decision(_problem(T=100, B=1, H=4096))
+    assert far.backend == "native" and "outside the measured range" in far.why
+    other = auto_decision(_problem(T=100, B=1, H=64, dtype=torch.float64))
+    assert other.backend == "native" and "no sequence point" in other.why
+    relu = auto_decision(_problem(cell="rnn_relu", T=100, B=1, H=64))
+    assert relu.backend == "native"  # no rnn_tanh points in this table
+    proj = Problem("lstm", torch.device("cpu"), torch.float32, 100, 1, 64, 3, False)
+    assert auto_decision(proj).backend == "native"
+
+
+def test_module_auto_follows_the_table(table):
+    """The module runs what the table says, per call kind, and the choice is cached."""
+    table([_point(T=5, B=3, H=4, kernel_ms=0.5, native_ms=1.0),
+           _point(T=5, B=3, H=4, mode="training", kernel_ms=2.0, native_ms=1.0)])
+    torch.manual_seed(0)
+    fast, ref = fastrnn.LSTM(4, 4), nn.LSTM(4, 4)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 4)
+    with torch.no_grad():
+        out = fast(x)[0]
+    assert dispatch._module_choices and set(dispatch._module_choices.values()) == {"numba"}
+    torch.testing.assert_close(out, ref(x)[0], atol=1e-6, rtol=1e-6)
+    out = fast(x)[0]  # training: native, bit-identical to torch.nn
+    assert torch.equal(out, ref(x)[0])
+    assert sorted(dispatch._module_choices.values()) == ["native", "numba"]
+
+
+def test_shipped_tables_parse_and_name_their_source():
+    for path in sorted(auto.TABLE_DIR.glob("auto-*.json")):
+        data = json.loads(path.read_text())
+        table = auto._parse(path, data["class"])
+        assert path.name == f"auto-{data['class']}.json"
+        assert table.points and data["source"]["machine"] and data["source"]["command"]
+        assert not data["failed_checks"]
+
+
+def test_tune_verifies_and_measures_a_point():
+    from fastrnn import tuning
+    ok, why = tuning.verified("numba", "gru", "cpu")
+    assert ok, why
+    point = tuning.measure_point("cell", "lstm", 1, 2, 8, "training", "cpu", "numba", repeat=1)
+    assert point.kernel_ms > 0 and point.native_ms > 0 and point.kind == "cell"
