@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from fastrnn.autocast import autocast_compute_dtype
-from fastrnn.functional import layer_direction
+from fastrnn.layer import layer_direction
 from fastrnn.modules import BackendMixin, raise_like_torch
 
 
@@ -17,6 +17,9 @@ class CellMixin(BackendMixin):
 
     _torch_class: type
     _label: str
+
+    def _weights_for_dispatch(self):
+        return (self.weight_ih, self.weight_hh)
 
     def _cell_name(self) -> str:
         if isinstance(self, nn.LSTMCell):

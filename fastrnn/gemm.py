@@ -1,20 +1,15 @@
-"""The large GEMMs outside the time loop (input projection; dx, dW, dW_hh in backward): which
-torch kernel runs them.
+"""The large GEMMs outside the time loop (the input GEMM; dx, dW_ih, dW_hh, dW_hr in backward):
+which CPU kernel runs each product.
 
-On the CPU, ``torch.matmul`` / ``F.linear`` on float32 go to MKL, which on the AMD EPYC dev
-machine ran about 100 GFLOP/s per thread; oneDNN's inner product (``torch.ops.mkldnn.
-_linear_pointwise``, the kernel family torch.nn.LSTM itself runs through oneDNN's RNN) ran the
-same products about 2x faster: (1600,128) x (128,512): MKL 2.06 ms, oneDNN 0.89 ms, one thread.
-So CPU float32/bfloat16 products go to oneDNN when this torch has it, exact same math (fp32
-accumulation, no down-conversion); everything else (CUDA, float64, empty shapes, a torch
-without the op, under torch.compile where inductor picks its own kernels) uses torch.matmul.
-Small and mid-size products (below ~128M multiply-adds) go to the numba backend's
-register-tiled matmul instead, where numba is installed and the CPU has AVX-512: oneDNN's fixed
-cost and the transposed copy it needs for weight gradients made it slower there (measured
-figures: ``fastrnn.backends.numba.products``). Only ``matmul`` and ``matmul_tn``: their right
-operands have contiguous rows as they come (``linear`` would need W^T copied first).
-These functions are not differentiable through oneDNN or numba: callers use them only where
-no graph is being built (see ``fastrnn.projection`` and ``fastrnn.ops``).
+On the CPU torch's ``matmul`` / ``F.linear`` go to MKL; oneDNN's inner product (the kernel
+family torch.nn.LSTM runs through) is faster for the large float32/bfloat16 products, and the
+numba backend's register-tiled matmul for the small and mid-size ones (no fixed call cost, no
+transposed copy), so each product goes to the one that wins at its size
+(``benchmarks/results/gemm-routing-2026-11-23-amd-epyc.md`` has the figures). Same math
+everywhere: fp32 accumulation, no down-conversion.
+Not differentiable, and they take shortcuts past torch's dispatcher (numba on ``.numpy()``
+views, oneDNN's op directly): callers run them only on real tensors, inside ``fastrnn.ops``'
+layer-direction computation (below the dispatcher, or in plain eager mode).
 """
 from __future__ import annotations
 
@@ -25,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fastrnn import machine
-from fastrnn.eager import only_eager_sees
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # Below this size the two transposed copies oneDNN makes cost more than MKL's native
@@ -54,7 +48,7 @@ _numba_kernels = None  # fastrnn.backends.numba.products.product once looked up,
 def _numba_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
     """a (M, K) @ b (K, N) on the numba kernels where they are faster (see
     ``fastrnn.backends.numba.products``), else None. numba is imported on first use, never at
-    ``import fastrnn``; shortcuts past torch only where nothing but eager PyTorch looks."""
+    ``import fastrnn``."""
     global _numba_kernels
     if a.device.type != "cpu":
         return None
@@ -64,7 +58,7 @@ def _numba_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
             _numba_kernels = product
         except ImportError:
             _numba_kernels = False
-    if not _numba_kernels or not only_eager_sees(a, b):
+    if not _numba_kernels:
         return None
     return _numba_kernels(a, b)
 
@@ -72,7 +66,6 @@ def _numba_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
 def uses_onednn(*tensors: Tensor) -> bool:
     """Whether the products of these tensors go to oneDNN (see module docstring)."""
     return (_LINEAR is not None and torch.backends.mkldnn.enabled
-            and not torch.compiler.is_compiling()
             and all(t.device.type == "cpu" and t.dtype in _ONEDNN_DTYPES and t.numel() > 0
                     for t in tensors)
             and machine.onednn_accepts(tensors[0].dtype))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastrnn.functional import layer_direction
+from fastrnn.layer import layer_direction
 
 
 def run_stack(cell: str, x: Tensor, lengths: Optional[Tensor], hx: Tensor, cx: Optional[Tensor],

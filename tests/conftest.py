@@ -1,4 +1,5 @@
-"""Shared test setup: Triton's interpreter on machines without a GPU, backend parameters."""
+"""Shared test setup: Triton's interpreter on machines without a GPU, backend parameters, the
+(cell, proj) cases every backend runs."""
 import os
 
 import pytest
@@ -8,7 +9,23 @@ if not torch.cuda.is_available():
     # Must happen before triton is first imported: lets the triton backend run on CPU tensors.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from fastrnn.cells import CELLS  # noqa: E402  (fastrnn imports torch._dynamo, which imports triton)
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# Every cell of fastrnn.cells, and the LSTM with a projection (P=2 < the smallest H=3 of the
+# double-backward test: torch.nn requires proj_size < hidden_size).
+PROJ = 2
+CASES = [(name, 0) for name in CELLS] + [("lstm", PROJ)]
+
+
+def case_id(case) -> str:
+    """Readable id of a (cell, proj) case: ``gru``, ``lstm-P2``."""
+    cell, proj = case
+    return f"{cell}-P{proj}" if proj else cell
+
+
+CASE_IDS = [case_id(c) for c in CASES]
 
 
 def backend_or_skip(name: str, device: str = DEVICE, dtype=torch.float64, cell="lstm", proj=0):

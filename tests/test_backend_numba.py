@@ -1,16 +1,13 @@
-"""The numba backend against the float64 reference through the contract: odd shapes, fp32
-tolerance, half-precision dtypes, and its reasons."""
+"""What only the numba backend does: the input GEMM inside its time loop, half-precision dtypes
+computed in float32, thread splits, the OpenMP bridge, its matmul and activations, its reasons.
+The contract itself is checked for every backend in test_backends.py."""
 import pytest
 import torch
 
-from conftest import backend_or_skip
+from conftest import CASE_IDS, CASES, backend_or_skip
 from fastrnn.backends.problem import Problem
 from contract import run_both, valid_steps
-from fastrnn.testing import TOLERANCE, recurrence_inputs
-
-CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 3), ("gru", 0)]
-# (5, 9, 6): 9 rows split over two threads into 5 + 4 (see threads.py)
-SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1), (5, 9, 6)]
+from fastrnn.testing import recurrence_inputs
 
 
 def _numba():
@@ -19,43 +16,19 @@ def _numba():
     return numba
 
 
-@pytest.mark.parametrize("cell,proj", CASES)
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("reverse,lengths", [(False, None), (True, "ragged")])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_reference(cell, proj, shape, reverse, lengths, dtype):
-    numba = _numba()
-    seq_len, batch, hidden = shape
-    if proj and proj >= hidden:
-        pytest.skip("proj_size must be smaller than hidden_size")
-    if lengths == "ragged":
-        lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1]
-        lengths[-1] = 0 if batch > 1 else lengths[-1]
-    args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
-                             dtype=dtype, seed=seq_len + hidden)
-    fwd_ref, fwd, bwd_ref, bwd = run_both(numba, cell, args, reverse)
-    tol = TOLERANCE[dtype]
-    valid = valid_steps(lengths, seq_len, batch)
-    for got, want in zip(fwd[:3], fwd_ref[:3]):
-        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
-    if fwd_ref[3].numel():
-        torch.testing.assert_close(fwd[3].double()[valid], fwd_ref[3][valid], atol=tol, rtol=tol)
-    for got, want in zip(bwd, bwd_ref):
-        torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
-
-
-@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("reverse,lengths,bias", [(False, None, True), (True, "ragged", False)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
-def test_projection_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse, lengths, bias,
+def test_input_gemm_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse, lengths, bias,
                                                              dtype):
-    """forward_projected (x @ W_ih^T + bias computed per step inside the loop, on batches wide
-    enough for whole register tiles per thread) equals forward on xg computed up front."""
+    """forward_from_input with the input GEMM x @ W_ih^T + bias inside the loop, per step (on
+    batches wide enough for whole register tiles per thread), equals forward on xg computed
+    up front."""
     numba = _numba()
     seq_len, batch, features, hidden = 7, 18, 11, 13
-    if not numba.projects_in_loop(batch):
-        pytest.skip("needs torch.get_num_threads() >= 2 and the AVX-512 tiles")
-    assert not numba.projects_in_loop(9)  # 5 + 4 rows: thinner than a tile, hoisted GEMM
+    if not numba._fuses_input_gemm(batch):
+        pytest.skip("needs torch.get_num_threads() >= 2 and the register tiles")
+    assert not numba._fuses_input_gemm(9)  # 5 + 4 rows: thinner than a tile, hoisted GEMM
     lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1] if lengths else None
     args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
                              dtype=dtype, seed=3)
@@ -67,7 +40,7 @@ def test_projection_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse
     xg = x @ w_ih.t() + (b if bias else 0)
     rest = [args[k] for k in ("w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")]
     want = numba.forward(cell, xg.to(dtype), *rest, reverse, True)
-    got = numba.forward_projected(cell, x.to(dtype), w_ih.to(dtype),
+    got = numba.forward_from_input(cell, x.to(dtype), w_ih.to(dtype),
                                   None if b is None else b.to(dtype), *rest, reverse, True)
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     valid = valid_steps(lengths, seq_len, batch)

@@ -1,10 +1,9 @@
-"""The hoisted GEMMs (fastrnn.gemm) and the input projection's autograd (fastrnn.projection):
-same results as torch's matmul whichever kernel runs them."""
+"""The hoisted GEMMs (fastrnn.gemm): same results as torch's matmul whichever kernel runs them,
+and which kernel that is. (Their gradients inside the layer: test_gradcheck.py, test_modules.py.)"""
 import pytest
 import torch
 
 from fastrnn import gemm, machine
-from fastrnn.projection import input_projection
 
 
 def _rand(*shape, dtype=torch.float32, seed=0):
@@ -79,28 +78,3 @@ def test_products_take_the_numba_kernels_by_size():
     assert (gemm._numba_product(mid.t(), _rand(1600, 128)) is not None) == threaded
     assert gemm._numba_product(_rand(3200, 1024).t(), _rand(3200, 256)) is None  # 839M
     assert gemm._numba_product(g.to(torch.bfloat16), w.to(torch.bfloat16)) is None
-
-
-def test_input_projection_gradients_match_linear():
-    x, w, b = (_rand(7, 3, 5, seed=0), _rand(12, 5, seed=1), _rand(12, seed=2))
-    g = _rand(7, 3, 12, seed=3)
-    leaves = [t.clone().requires_grad_() for t in (x, w, b)]
-    twins = [t.clone().requires_grad_() for t in (x, w, b)]
-    input_projection(*leaves).backward(g)
-    torch.nn.functional.linear(*twins).backward(g)
-    for mine, theirs in zip(leaves, twins):
-        torch.testing.assert_close(mine.grad, theirs.grad, atol=1e-5, rtol=1e-5)
-
-
-def test_input_projection_double_backward_float32():
-    # create_graph=True takes the differentiable branch of the backward
-    x = _rand(4, 2, 3).requires_grad_()
-    w = _rand(6, 3, seed=1).requires_grad_()
-    y = input_projection(x, w, None)
-    (gx,) = torch.autograd.grad((y ** 2).sum(), x, create_graph=True)
-    (ggw,) = torch.autograd.grad(gx.sum(), w)
-    x2, w2 = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    (gx2,) = torch.autograd.grad((torch.nn.functional.linear(x2, w2) ** 2).sum(), x2,
-                                 create_graph=True)
-    (ggw2,) = torch.autograd.grad(gx2.sum(), w2)
-    torch.testing.assert_close(ggw.double(), ggw2, atol=1e-4, rtol=1e-4)

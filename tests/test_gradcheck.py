@@ -4,15 +4,15 @@ import os
 import pytest
 import torch
 
-from conftest import DEVICE, backend_or_skip
-from fastrnn.functional import layer_direction
+from conftest import CASE_IDS, CASES, DEVICE, backend_or_skip
+from fastrnn.cells import cell_spec
+from fastrnn.layer import layer_direction
 
 BACKENDS = ["reference", "numba", "triton", "cuda"]
-CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 2), ("gru", 0)]
 
 
 def _inputs(cell, proj, seq_len=3, batch=2, features=3, hidden=4, seed=0):
-    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell]
+    gates = cell_spec(cell).num_gates
     gen = torch.Generator().manual_seed(seed)
     width = proj or hidden
 
@@ -36,7 +36,7 @@ def _function(cell, backend, lengths, reverse, names):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("packed_reverse", [(False, False), (True, True)])
 def test_gradcheck(backend, cell, proj, packed_reverse):
     backend_or_skip(backend, cell=cell, proj=proj)
@@ -48,7 +48,7 @@ def test_gradcheck(backend, cell, proj, packed_reverse):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("cell,proj", CASES)
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
 def test_gradgradcheck(backend, cell, proj):
     backend_or_skip(backend, cell=cell, proj=proj)
     if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1" and proj:

@@ -1,48 +1,70 @@
-"""torch.library checks of the custom ops, the eager path beside them (``fastrnn.ops.recurrence``),
-and torch.compile(fullgraph=True) of a model."""
+"""The layer-direction computation of fastrnn.ops on each route: torch.library checks of its two
+custom ops, the plain-eager Function bit-identical to the op, the routing decision itself,
+torch.func transforms, and torch.compile(fullgraph=True) of a model."""
 import pytest
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastrnn
-from conftest import backend_or_skip
+from conftest import CASE_IDS, CASES, backend_or_skip
 from fastrnn import ops
-from fastrnn.eager import only_eager_sees
-from fastrnn.ops import recurrence, recurrence_backward_op, recurrence_op
-from fastrnn.testing import recurrence_inputs
+from fastrnn.cells import cell_spec
+from fastrnn.eager import route
+from fastrnn.layer import fold_biases, layer_direction
+from fastrnn.ops import LayerDirection, layer_backward_op, layer_direction_op
 
-CASES = [("rnn_tanh", 0), ("rnn_relu", 0), ("lstm", 0), ("lstm", 2), ("gru", 0)]
+T, I, H = 6, 7, 5
 
 
-def _args(cell, proj, backend, lengths, reverse, dtype=torch.float64):
-    a = recurrence_inputs(cell, 4, 3, 5, proj=proj, lengths=lengths, dtype=dtype,
-                          requires_grad=True)
-    return (cell, backend, a["xg"], a["w_hh"], a["b_hn"], a["h0"], a["c0"], a["w_hr"],
-            a["lengths"], reverse, True)
+def _layer(cell, proj, batch=3, lengths=None, dtype=torch.float64, seed=0):
+    """Random (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0), all requiring grad, and lengths."""
+    gen = torch.Generator().manual_seed(seed)
+    gates, width = cell_spec(cell).num_gates * H, proj or H
+
+    def rand(*shape):
+        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * 0.5).to(
+            dtype).requires_grad_()
+    tensors = (rand(T, batch, I), rand(gates, I), rand(gates, width), rand(gates), rand(gates),
+               rand(proj, H) if proj else None, rand(batch, width),
+               rand(batch, H) if cell == "lstm" else None)
+    return tensors, None if lengths is None else torch.tensor(lengths)
+
+
+def _op_args(cell, proj, backend, lengths, reverse, batch=3, dtype=torch.float64):
+    """The custom op's arguments (need_workspace last), biases folded as layer_direction does."""
+    (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0), lengths = _layer(cell, proj, batch, lengths,
+                                                                dtype)
+    bias, b_hn = fold_biases(cell, b_ih, b_hh)
+    bias = bias.detach().requires_grad_()
+    b_hn = None if b_hn is None else b_hn.detach().requires_grad_()
+    return (cell, backend, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, True)
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
-@pytest.mark.parametrize("cell,proj", CASES)
-@pytest.mark.parametrize("lengths,reverse", [(None, False), ([4, 1, 3], True)])
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 1, 4], True)],
+                         ids=["dense", "ragged-rev"])
 def test_opcheck_forward_op(backend, cell, proj, lengths, reverse):
     backend_or_skip(backend, device="cpu", cell=cell)
-    torch.library.opcheck(recurrence_op, _args(cell, proj, backend, lengths, reverse))
+    torch.library.opcheck(layer_direction_op, _op_args(cell, proj, backend, lengths, reverse))
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
-@pytest.mark.parametrize("cell,proj", CASES)
-def test_opcheck_backward_op(backend, cell, proj):
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("input_grads", [[True, True, True], [False, True, False]],
+                         ids=["all", "no-dx-no-bias"])
+def test_opcheck_backward_op(backend, cell, proj, input_grads):
     backend_or_skip(backend, device="cpu", cell=cell)
-    args = _args(cell, proj, backend, [4, 2, 3], False)
+    args = _op_args(cell, proj, backend, [6, 2, 4], False)
     with torch.no_grad():
-        y, h_n, c_n, ws = recurrence_op(*args)
+        y, h_n, c_n, ws = layer_direction_op(*args)
     gen = torch.Generator().manual_seed(1)
     grads = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in (y, h_n, c_n)]
-    _, _, _, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = args
-    detach = [None if t is None else t.detach() for t in (w_hh, b_hn, h0, c0, w_hr)]
-    torch.library.opcheck(recurrence_backward_op,
-                          (cell, backend, *grads, *detach, lengths, reverse, y, ws),
+    _, _, x, w_ih, _, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, _ = args
+    detach = [None if t is None else t.detach() for t in (x, w_ih, w_hh, b_hn, h0, c0, w_hr)]
+    torch.library.opcheck(layer_backward_op, (cell, backend, *grads, *detach, lengths, reverse,
+                                              y, ws, input_grads),
                           test_utils=("test_schema", "test_faketensor"))
 
 
@@ -56,90 +78,20 @@ def _outputs_and_grads(fn, args):
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
-@pytest.mark.parametrize("cell,proj", CASES)
-def test_eager_path_equals_custom_op(backend, cell, proj):
-    """recurrence() in plain eager mode runs _EagerRecurrence, not the op: outputs and
-    gradients are bit-identical to the custom op's, lengths and reverse included."""
+@pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("batch", [3, 18], ids=["B3", "B18"])  # B18: numba's in-loop input GEMM
+def test_function_path_equals_custom_op(backend, cell, proj, batch):
+    """The migration's safety net: the plain-eager Function and the custom op run the same
+    computation, so outputs and every gradient are bit-identical (lengths, reverse)."""
     backend_or_skip(backend, device="cpu", cell=cell)
-    args = _args(cell, proj, backend, [4, 1, 3], True, dtype=torch.float32)
-    assert only_eager_sees(*[t for t in args if isinstance(t, torch.Tensor)])
-    via_op = _outputs_and_grads(recurrence_op, args)
-    eager = _outputs_and_grads(recurrence, args)
-    assert len(via_op) == len(eager)
-    for a, b in zip(via_op, eager):
+    lengths = [6, 1, 4] + [6, 3, 5] * ((batch - 3) // 3)
+    args = _op_args(cell, proj, backend, lengths, True, batch=batch, dtype=torch.float32)
+    assert route(*[t for t in args if isinstance(t, torch.Tensor)]) == "function"
+    via_op = _outputs_and_grads(layer_direction_op, args)
+    via_function = _outputs_and_grads(LayerDirection.apply, args)
+    assert len(via_op) == len(via_function)
+    for a, b in zip(via_op, via_function):
         assert torch.equal(a, b)
-
-
-def _layer_outputs_and_grads(cell, proj, lengths, reverse):
-    from fastrnn.functional import layer_direction
-    torch.manual_seed(0)
-    seq_len, batch, features, hidden = 6, 3, 7, 5
-    gates = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}[cell]
-    width = proj or hidden
-    params = [torch.randn(gates * hidden, features), torch.randn(gates * hidden, width),
-              torch.randn(gates * hidden), torch.randn(gates * hidden),
-              torch.randn(proj, hidden) if proj else None]
-    leaves = [p if p is None else p.requires_grad_() for p in params]
-    x = torch.randn(seq_len, batch, features, requires_grad=True)
-    h0 = torch.randn(batch, width, requires_grad=True)
-    c0 = torch.randn(batch, hidden, requires_grad=True) if cell == "lstm" else None
-    lengths = None if lengths is None else torch.tensor(lengths)
-    y, h_n, c_n = layer_direction(cell, x, leaves[0], leaves[1], leaves[2], leaves[3],
-                                  leaves[4], h0, c0, lengths, reverse, backend="numba")
-    outs = [t for t in (y, h_n, c_n) if t is not None]
-    gen = torch.Generator().manual_seed(1)
-    loss = sum((t * torch.randn(t.shape, generator=gen)).sum() for t in outs)
-    wanted = [t for t in [x, *leaves, h0, c0] if t is not None]
-    return y.grad_fn.name(), outs + list(torch.autograd.grad(loss, wanted))
-
-
-@pytest.mark.parametrize("cell,proj", CASES)
-@pytest.mark.parametrize("lengths,reverse", [(None, False), ([6, 1, 4], True)])
-def test_projection_joins_recurrence_in_eager_training(monkeypatch, cell, proj, lengths,
-                                                       reverse):
-    """Plain eager CPU training runs projection + recurrence as one autograd node, with the
-    same kernels as the two-node path: outputs and gradients bit-identical to it."""
-    backend_or_skip("numba", device="cpu", cell=cell)
-    node, joined = _layer_outputs_and_grads(cell, proj, lengths, reverse)
-    assert node == "_EagerLayerBackward"
-    import fastrnn.functional
-    monkeypatch.setattr(fastrnn.functional, "projection_joins_recurrence", lambda *t: False)
-    node, separate = _layer_outputs_and_grads(cell, proj, lengths, reverse)
-    assert node == "_EagerRecurrenceBackward"
-    assert len(joined) == len(separate)
-    for a, b in zip(joined, separate):
-        assert torch.equal(a, b)
-
-
-def test_joined_layer_keeps_x_not_the_gate_preactivations():
-    """The joined node saves x (T, B, I) for the input weights' gradient, not xg (T, B, 4H)."""
-    torch.manual_seed(0)
-    lstm = fastrnn.LSTM(3, 8, backend="numba")
-    x = torch.randn(5, 2, 3, requires_grad=True)
-    saved = []
-
-    def pack(t):
-        saved.append(tuple(t.shape))
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out, _ = lstm(x)
-    assert out.grad_fn.name() == "_EagerLayerBackward"
-    assert (5, 2, 3) in saved and (5, 2, 32) not in saved
-
-
-def test_plain_eager_module_skips_the_op_dispatch(monkeypatch):
-    """A module call in plain eager mode (parameters, requires_grad input) runs the eager
-    path forward and backward: the custom ops are never entered."""
-    def entered(*args):
-        raise AssertionError("custom op entered in plain eager mode")
-    monkeypatch.setattr(ops, "recurrence_op", entered)
-    monkeypatch.setattr(ops, "recurrence_backward_op", entered)
-    torch.manual_seed(0)
-    lstm = fastrnn.LSTM(3, 4, backend="numba")
-    x = torch.randn(5, 2, 3, requires_grad=True)
-    out, _ = lstm(x)
-    out.sum().backward()
-    assert x.grad is not None and lstm.weight_hh_l0.grad is not None
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -152,7 +104,66 @@ class _OpRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def test_dispatch_modes_see_the_custom_op():
+def test_route_is_decided_by_what_sees_the_call():
+    """route(): the Function in plain eager training, the forward alone without a graph, the
+    custom op wherever a mode, tracer or subclass could see the call, the reference under
+    torch.func transforms."""
+    leaf, plain = torch.randn(2, requires_grad=True), torch.randn(2)
+    assert route(leaf, None, plain) == "function"
+    assert route(plain, None) == "direct"
+    with torch.no_grad():
+        assert route(leaf) == "direct"
+    with _OpRecorder():
+        assert route(leaf) == "op" and route(plain) == "op"
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(plain)
+    assert route(fake) == "op"
+    seen = []
+    torch.func.grad(lambda t: seen.append(route(t)) or (t * t).sum())(plain)
+    torch.func.vmap(lambda t: seen.append(route(t)) or t)(torch.randn(3, 2))
+    assert seen == ["reference", "reference"]
+
+
+def test_layer_keeps_x_not_the_gate_preactivations():
+    """Both autograd routes save x (T, B, I) for the input weights' gradient, never
+    xg (T, B, 4H)."""
+    backend_or_skip("numba", device="cpu")
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(3, 8, backend="numba")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    for recorder in (None, _OpRecorder()):
+        saved = []
+
+        def pack(t):
+            saved.append(tuple(t.shape))
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            if recorder is None:
+                out, _ = lstm(x)
+            else:
+                with recorder:
+                    out, _ = lstm(x)
+        assert (5, 2, 3) in saved and (5, 2, 32) not in saved
+
+
+def test_plain_eager_module_skips_the_op_dispatch(monkeypatch):
+    """A module call in plain eager mode (parameters, requires_grad input) runs the Function,
+    forward and backward: the custom ops are never entered."""
+    def entered(*args):
+        raise AssertionError("custom op entered in plain eager mode")
+    import fastrnn.layer
+    monkeypatch.setattr(fastrnn.layer, "layer_direction_op", entered)
+    monkeypatch.setattr(ops, "layer_backward_op", entered)
+    torch.manual_seed(0)
+    lstm = fastrnn.LSTM(3, 4, backend="numba")
+    x = torch.randn(5, 2, 3, requires_grad=True)
+    out, _ = lstm(x)
+    out.sum().backward()
+    assert x.grad is not None and lstm.weight_hh_l0.grad is not None
+
+
+def test_dispatch_modes_see_the_custom_ops():
     """Outside plain eager mode (here under a dispatch mode) the module runs the registered
     custom ops, forward and backward, so modes, tracing and compilers see them."""
     torch.manual_seed(0)
@@ -161,10 +172,34 @@ def test_dispatch_modes_see_the_custom_op():
     with _OpRecorder() as recorder:
         out, _ = lstm(x)
         out.sum().backward()
-    assert "fastrnn.recurrence.default" in recorder.ops
-    assert "fastrnn.recurrence_backward.default" in recorder.ops
-    # the weight gradients too: no numba shortcut past the mode in fastrnn.gemm
-    assert "aten.mm.default" in recorder.ops
+    assert "fastrnn.layer_direction.default" in recorder.ops
+    assert "fastrnn.layer_direction_backward.default" in recorder.ops
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("cell,proj", [("lstm", 2), ("gru", 0)], ids=["lstm-P2", "gru"])
+def test_torch_func_transforms(backend, cell, proj):
+    """torch.func.grad, jacrev and vmap through layer_direction equal plain autograd (the
+    route runs the differentiable reference under transforms)."""
+    backend_or_skip(backend, device="cpu", cell=cell)
+    (x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0), _ = _layer(cell, proj)
+    x, w_hh, b_ih, b_hh, h0 = (t.detach() for t in (x, w_hh, b_ih, b_hh, h0))
+    w_hr = None if w_hr is None else w_hr.detach()
+    c0 = None if c0 is None else c0.detach()
+
+    def run(w, inputs=x):
+        y, h_n, _ = layer_direction(cell, inputs, w, w_hh, b_ih, b_hh, w_hr, h0, c0, None,
+                                    True, backend)
+        return y.square().sum() + h_n.sum()
+    w = w_ih.detach()
+    leaf = w.clone().requires_grad_()
+    (want,) = torch.autograd.grad(run(leaf), leaf)
+    torch.testing.assert_close(torch.func.grad(run)(w), want, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(torch.func.jacrev(run)(w), want, atol=1e-12, rtol=1e-12)
+    batched = torch.stack([x, 0.5 * x])
+    got = torch.func.vmap(lambda inputs: run(w, inputs))(batched)
+    torch.testing.assert_close(got, torch.stack([run(w, b) for b in batched]), atol=1e-12,
+                               rtol=1e-12)
 
 
 class _Tagger(nn.Module):

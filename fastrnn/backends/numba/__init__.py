@@ -13,11 +13,12 @@ import numpy as np
 import torch
 
 from fastrnn import huge_pages, machine
+from fastrnn.backends.base import input_gemm_then_forward
 from fastrnn.backends.problem import Problem
+from fastrnn.cells import CELLS, cell_spec
 
 machine.configure_numba()  # before any kernel of this package is compiled
 
-_CELL_CODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
 
@@ -79,29 +80,31 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
                     need_workspace)
 
 
-def projects_in_loop(batch: int) -> bool:
-    """Whether ``forward_projected`` takes a batch of ``batch`` rows: where every thread gets
-    whole register tiles of rows (the per-step input product runs at their speed; thinner
-    slices are faster as one GEMM over all steps)."""
+def forward_from_input(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                       need_workspace):
+    """``forward`` from the layer's input x (T,B,I), w_ih (G*H,I), bias (G*H,) or None
+    (contract: ``fastrnn.backends``). Where every thread gets whole register tiles of rows,
+    the input GEMM runs inside the time loop, step by step, at the tiles' speed, and xg
+    (T,B,G*H) is never stored; thinner slices are faster with one GEMM over all steps first."""
+    if not _fuses_input_gemm(x.shape[1]):
+        return input_gemm_then_forward(forward, cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr,
+                                       lengths, reverse, need_workspace)
+    return _forward(cell, None, (x, w_ih, bias), w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+                    need_workspace)
+
+
+def _fuses_input_gemm(batch: int) -> bool:
+    """Whether ``forward_from_input`` runs the input GEMM inside the loop for ``batch`` rows."""
     from fastrnn.backends.numba import threads
     from fastrnn.backends.numba.vector_tile import AVAILABLE, ROWS
     ranges = threads.row_ranges(batch, torch.get_num_threads())
     return AVAILABLE and min(hi - lo for lo, hi in ranges) >= ROWS
 
 
-def forward_projected(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
-                      need_workspace):
-    """``forward`` with xg = x (T,B,I) @ w_ih (G*H,I)^T + bias (G*H,) computed inside the time
-    loop, step by step (xg is never stored); only where ``projects_in_loop(B)``."""
-    return _forward(cell, None, (x, w_ih, bias), w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
-                    need_workspace)
-
-
-def _forward(cell, xg, projection, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
+def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
              need_workspace):
-    from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
-    like = xg if xg is not None else projection[0]
+    like = xg if xg is not None else input_gemm[0]
     dtype = _compute_dtype(like.dtype)
     seq_len, batch = like.shape[:2]
     gates = w_hh.shape[0]
@@ -117,15 +120,15 @@ def _forward(cell, xg, projection, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
         b = _np(b_hn, dtype) if b_hn is not None else _placeholder(hidden, dtype)
         c = _np(c0, dtype) if c0 is not None else _placeholder((batch, 0), dtype)
         w_hr_t = _np(w_hr.t(), dtype) if w_hr is not None else _placeholder((hidden, 1), dtype)
-        if projection is None:
+        if input_gemm is None:
             inputs = (_np(xg, dtype), _placeholder((0, 0, 0), dtype),
                       _placeholder((0, gates), dtype), _placeholder(0, dtype), False)
         else:
-            x, w_ih, bias = projection
+            x, w_ih, bias = input_gemm
             inputs = (_placeholder((0, 0, 0), dtype), _np(x, dtype), _np(w_ih.t(), dtype),
                       _np(bias, dtype) if bias is not None else _placeholder(0, dtype), True)
         _run("forward", (
-            _CELL_CODES[cell], *inputs, _np(w_hh.t(), dtype), b,
+            CELLS[cell].code, *inputs, _np(w_hh.t(), dtype), b,
             _np(h0, dtype), c, w_hr_t, w_hr is not None,
             _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
             h_n.numpy(), c_n.numpy(), ws.numpy()), batch)
@@ -138,7 +141,6 @@ def _forward(cell, xg, projection, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
              workspace):
     """Reverse time loop (contract: ``fastrnn.backends``)."""
-    from fastrnn.cells import cell_spec
     spec = cell_spec(cell)
     dtype = _compute_dtype(grad_y.dtype)
     seq_len, batch, width = grad_y.shape
@@ -156,7 +158,7 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         ws = (_np(workspace, dtype) if workspace.numel()
               else _placeholder((seq_len, batch, 0), dtype))
         _run("backward", (
-            _CELL_CODES[cell], _np(grad_y, dtype), _np(grad_hn, dtype),
+            CELLS[cell].code, _np(grad_y, dtype), _np(grad_hn, dtype),
             _np(grad_cn, dtype) if spec.has_cell_state else no_c, _np(w_hh, dtype),
             _np(h0, dtype), _np(c0, dtype) if c0 is not None else no_c,
             _np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),

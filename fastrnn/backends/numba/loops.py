@@ -10,11 +10,14 @@ Shapes: T steps, B batch, H hidden, R recurrent width (P if projected, else H), 
 import numpy as np
 from numba import njit
 
+from fastrnn import cells
+
 from .math_kernels import sigmoid, tanh
 from .matmul import matmul_into
 
-RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3
-GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3}
+# compile-time constants in the loops below
+RNN_TANH, RNN_RELU, LSTM, GRU = (cells.CELLS[name].code
+                                 for name in ("rnn_tanh", "rnn_relu", "lstm", "gru"))
 
 
 @njit(cache=True, inline="always")
@@ -164,13 +167,13 @@ def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
 
 
 @njit(**_FAST)
-def forward_loop(cell, xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_hr_t,
+def forward_loop(cell, xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh_t, b_hn, h0, c0, w_hr_t,
                  has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, lo, hi):
     """Forward recurrence of batch rows lo:hi, writing y (T,B,R), h_n (B,R), c_n (B,H),
     ws (T,B,W*H) in place at those rows.
 
-    The input part of the gates: xg (T,B,G*H), or, where ``project``, computed step by step
-    as x_in[t] (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,; empty: none) (xg is then unused).
+    The input part of the gates: xg (T,B,G*H), or, where ``fuse_input_gemm``, computed step by
+    step as x_in[t] (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,; empty: none) (xg is then unused).
     w_hh_t (R,G*H) = W_hh^T; b_hn (H,) (zeros when absent); h0 (B,R); c0 (B,H) for LSTM,
     (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
     """
@@ -182,15 +185,15 @@ def forward_loop(cell, xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_
     h = h0[lo:hi].copy()  # local, contiguous: the matmul's left operand
     c = c0[lo:hi].copy()
     gh = np.empty((rows, gates), dtype=y.dtype)
-    # this step's input part when projecting here (rows, G*H); never read otherwise
-    gx = np.empty((rows, gates) if project else (1, gates), dtype=y.dtype)
+    # this step's input part when the input GEMM runs here (rows, G*H); never read otherwise
+    gx = np.empty((rows, gates) if fuse_input_gemm else (1, gates), dtype=y.dtype)
     m = np.zeros((rows, H), dtype=y.dtype)
     hp = np.empty((rows, width), dtype=y.dtype)
     n = np.empty(H, dtype=y.dtype)
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         matmul_into(h, w_hh_t, gh)
-        if project:
+        if fuse_input_gemm:
             matmul_into(x_in[t, lo:hi], w_ih_t, gx)
             if bias.shape[0] > 0:
                 for b in range(rows):
@@ -202,7 +205,7 @@ def forward_loop(cell, xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_
                 if need_ws:
                     ws[t, row, :] = 0
                 continue
-            x = gx[b] if project else xg[t, row]
+            x = gx[b] if fuse_input_gemm else xg[t, row]
             g = gh[b]
             if cell == RNN_TANH or cell == RNN_RELU:
                 _rnn_row(cell == RNN_TANH, g, x, h[b], y[t, row], H)

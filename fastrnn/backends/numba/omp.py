@@ -268,9 +268,9 @@ def run(kind: str, args: tuple, batch: int, threads: int) -> None:
     without lo/hi) over ``threads`` ranges of rows on torch's OpenMP team."""
     cell, *rest = args
     if kind == "forward":
-        (xg, x_in, w_ih_t, bias, project, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths,
+        (xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh_t, b_hn, h0, c0, w_hr_t, has_proj, lengths,
          reverse, need_ws, y, h_n, c_n, ws) = rest
-        flags = (cell, int(has_proj), int(reverse), int(need_ws), int(project))
+        flags = (cell, int(has_proj), int(reverse), int(need_ws), int(fuse_input_gemm))
         arrays = (xg, x_in, w_ih_t, bias, w_hh_t, b_hn, h0, c0, w_hr_t, lengths, y, h_n, c_n,
                   ws)
         dtype = xg.dtype

@@ -1,18 +1,20 @@
-"""One layer-direction of a recurrent layer: the input GEMM, the backend choice, the custom op
-(or, in plain eager CPU mode, both as one autograd node: ``ops.projected_recurrence``)."""
+"""One direction of one recurrent layer, from its input: the biases folded, the backend and
+the route (``fastrnn.eager.route``) chosen once, then ``fastrnn.ops``' single layer-direction
+computation on that route (or, under torch.func transforms, the differentiable reference)."""
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from fastrnn import reference
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import cell_spec
 from fastrnn.dispatch import choose_backend
-from fastrnn.eager import records_graph
-from fastrnn.ops import projected_recurrence, projection_joins_recurrence, recurrence
-from fastrnn.projection import input_projection
+from fastrnn.eager import records_graph, route
+from fastrnn.ops import LayerDirection, layer_direction_op, layer_forward
 
 
 def fold_biases(cell: str, b_ih: Optional[Tensor], b_hh: Optional[Tensor]):
@@ -30,6 +32,10 @@ def fold_biases(cell: str, b_ih: Optional[Tensor], b_hh: Optional[Tensor]):
     return folded, b_hh[2 * hidden:]
 
 
+def _contiguous(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.contiguous()
+
+
 def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Optional[Tensor],
                     b_hh: Optional[Tensor], w_hr: Optional[Tensor], h0: Tensor,
                     c0: Optional[Tensor], lengths: Optional[Tensor], reverse: bool,
@@ -40,7 +46,8 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
         cell: 'rnn_tanh' | 'rnn_relu' | 'lstm' | 'gru'.
         x: (T, B, I) time-major input (padded when ``lengths`` is given).
         w_ih: (G*H, I); w_hh: (G*H, R); b_ih, b_hh: (G*H,) or None; w_hr: (P, H) or None.
-        h0: (B, R); c0: (B, H) for LSTM else None.
+        h0: (B, R); c0: (B, H) for LSTM else None. All floating tensors of one dtype
+            (under autocast the modules cast them first and run this with autocast off).
         lengths: (B,) int64 valid lengths, or None when every sequence has T steps.
         reverse: run from the last valid step backwards.
         backend: 'auto' or a backend name (see ``fastrnn.dispatch``).
@@ -49,21 +56,20 @@ def layer_direction(cell: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Opti
     """
     spec = cell_spec(cell)
     bias, b_hn = fold_biases(cell, b_ih, b_hh)
-    hidden = w_hh.shape[0] // spec.num_gates
-    proj = w_hr.shape[0] if w_hr is not None else 0
-    state = (w_hh.contiguous(), None if b_hn is None else b_hn.contiguous(), h0.contiguous(),
-             None if c0 is None else c0.contiguous(), None if w_hr is None else w_hr.contiguous())
-
-    def backend_for(xg_like: Tensor) -> str:
-        return choose_backend(backend, Problem(cell, xg_like.device, xg_like.dtype,
-                                               xg_like.shape[0], xg_like.shape[1], hidden, proj,
-                                               lengths is not None))
-    if projection_joins_recurrence(x, w_ih, bias, *state, lengths):
-        y, h_n, c_n = projected_recurrence(cell, backend_for(x), x, w_ih, bias, *state,
-                                           lengths, reverse)
+    w_hh, b_hn, h0, c0, w_hr = (_contiguous(t) for t in (w_hh, b_hn, h0, c0, w_hr))
+    tensors = (x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr)
+    way = route(*tensors, lengths)
+    name = choose_backend(backend, Problem(
+        cell, x.device, x.dtype, x.shape[0], x.shape[1], w_hh.shape[0] // spec.num_gates,
+        0 if w_hr is None else w_hr.shape[0], lengths is not None))
+    args = (cell, name, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse)
+    if way == "function":
+        y, h_n, c_n, _ = LayerDirection.apply(*args, True)
+    elif way == "direct":
+        y, h_n, c_n, _ = layer_forward(*args, False)
+    elif way == "reference":
+        y, h_n, c_n = reference.recurrence(cell, F.linear(x, w_ih, bias), w_hh, b_hn, h0, c0,
+                                           w_hr, lengths, reverse)
     else:
-        xg = input_projection(x, w_ih, bias)
-        need_workspace = records_graph(xg, *state)
-        y, h_n, c_n, _ = recurrence(cell, backend_for(xg), xg.contiguous(), *state, lengths,
-                                    reverse, need_workspace)
+        y, h_n, c_n, _ = layer_direction_op(*args, records_graph(*tensors))
     return y, h_n, (c_n if spec.has_cell_state else None)
