@@ -110,7 +110,9 @@ class Table:
 
         def distance(p: Point) -> float:
             return sum(math.log(max(v, 1) / max(getattr(p, n), 1)) ** 2 for n, v in dims.items())
-        return min(same, key=distance), ""
+        closest = min(distance(p) for p in same)
+        # several kernels measured at that point (GPU: cuda and triton): the fastest one
+        return min((p for p in same if distance(p) == closest), key=lambda p: p.ratio), ""
 
 
 def _parse(path: Path, cls: str) -> Table:
@@ -130,20 +132,28 @@ def load_table(cls: str) -> Optional[Table]:
     return _parse(path, cls)
 
 
+def dtype_label(device: torch.device, dtype: torch.dtype) -> str:
+    """The dtype as tables name it: 'float32', ..., and 'float32-tf32' for CUDA float32 while
+    cuDNN may use TF32 (torch.backends.cudnn.allow_tf32, on by default): a different contest."""
+    name = str(dtype).split(".")[-1]
+    if device.type == "cuda" and dtype == torch.float32 and torch.backends.cudnn.allow_tf32:
+        name += "-tf32"
+    return name
+
+
 @functools.lru_cache(maxsize=4096)
-def decide(device_type: str, cls: str, kind: str, cell: str, dtype: torch.dtype, mode: str,
-           T: int, B: int, H: int, proj: int) -> Decision:
-    """Auto's choice between native and the measured kernel for one call kind (sizes are the
-    per-layer T, B, H). Only the table decides here; whether the kernel or native can run the
-    call at all is checked by the caller (``fastrnn.dispatch``)."""
+def decide(cls: str, kind: str, cell: str, dtype: str, mode: str, T: int, B: int, H: int,
+           proj: int) -> Decision:
+    """Auto's choice between native and the measured kernel for one call kind (``dtype`` as
+    ``dtype_label`` names it; sizes are the per-layer T, B, H). Only the table decides here;
+    whether the kernel or native can run the call at all is checked by ``fastrnn.dispatch``."""
     table = load_table(cls)
     if table is None:
         return Decision("native", f"no measurements for machine class {cls} "
                                   f"({table_path(cls)} does not exist; `fastrnn tune` makes one)")
     if proj:
         return Decision("native", "LSTM proj_size > 0 was not measured")
-    name = str(dtype).split(".")[-1]
-    point, why = table.nearest(kind, cell, name, mode, T, B, H)
+    point, why = table.nearest(kind, cell, dtype, mode, T, B, H)
     if point is None:
         return Decision("native", why)
     at = (f"nearest measured point {point.kind} {point.cell} T={point.T} B={point.B} "

@@ -114,7 +114,7 @@ def auto_decision(problem: Problem, kind: str = "sequence") -> auto.Decision:
     """What ``auto`` runs for a module call ``problem`` (``kind``: 'sequence' for RNN/LSTM/GRU,
     'cell' for the cells), and why."""
     cls = auto.machine_class(problem.device)
-    decision = auto.decide(problem.device.type, cls, kind, problem.cell, problem.dtype,
+    decision = auto.decide(cls, kind, problem.cell, auto.dtype_label(problem.device, problem.dtype),
                            problem.mode, problem.seq_len, problem.batch, problem.hidden,
                            problem.proj)
     if decision.backend != "native" and unsupported_reasons(decision.backend, problem):

@@ -126,6 +126,47 @@ def tune(device: str, repeat: int, quick: bool, progress=None) -> dict:
     }
 
 
+EVIDENCE_SCHEMA = "fastrnn-gpu-evidence/1"
+_GPU_KERNELS = ("cuda", "triton")
+
+
+def from_evidence(doc: dict, source: str) -> dict:
+    """The auto table of a GPU visit's evidence file (``benchmarks/gpu_visit.py``): a kernel's
+    timings enter only for the (cell, dtype) pairs whose every correctness check passed on that
+    GPU, and only if no sanitizer run of that kernel reported anything. Dry runs are refused."""
+    if doc.get("schema") != EVIDENCE_SCHEMA:
+        raise ValueError(f"{source}: schema must be {EVIDENCE_SCHEMA!r}, got {doc.get('schema')!r}")
+    if doc.get("dry_run"):
+        raise ValueError(f"{source} is a dry run (CPU): it is not evidence about any GPU")
+    info = doc["machine"]
+    cls = "cuda-sm_" + str(info["capability"]).replace(".", "")
+    checks: dict = {}
+    for rec in doc["correctness"]:
+        key = (rec["backend"], rec["cell"], rec["dtype"])
+        checks[key] = checks.get(key, True) and bool(rec["passed"])
+    dirty = {rec["backend"] for rec in doc.get("sanitizer", []) if not rec["passed"]}
+    failed, points = {}, []
+    for rec in doc["results"]:
+        backend, cell, dtype = rec["backend"], rec["cell"], rec["dtype"]
+        if backend not in _GPU_KERNELS:
+            continue  # other libraries (FlashRNN) are compared, never dispatched to
+        ok = checks.get((backend, cell, dtype))
+        if not ok or backend in dirty:
+            why = ("sanitizer reported errors" if backend in dirty else
+                   "no correctness check" if ok is None else "a correctness check failed")
+            failed[f"{backend} {cell} {dtype}"] = why
+            continue
+        T, B, _, H = (int(v) for v in rec["dims"][:4])
+        label = dtype + ("-tf32" if dtype == "float32" and rec.get("tf32") else "")
+        points.append(auto.Point("sequence", cell, label,
+                                 "inference" if rec["mode"] == "forward" else "training",
+                                 T, B, H, backend, rec["fastrnn_ms"], rec["cudnn_ms"]))
+    return {"schema": auto.SCHEMA, "class": cls,
+            "source": {"command": f"fastrnn tune --from-evidence {source}", "evidence": source,
+                       "machine": info, "rule": f"kernel where ratio < {auto.WIN_RATIO}"},
+            "failed_checks": failed, "points": [p.__dict__ for p in points]}
+
+
 def format_table(table: dict) -> str:
     lines = [f"machine class {table['class']}; ratio = kernel / torch.nn (auto takes the kernel "
              f"below {auto.WIN_RATIO})",
@@ -142,6 +183,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--repeat", type=int, default=5, help="alternating rounds per point")
     parser.add_argument("--quick", action="store_true", help="a tiny grid (tests)")
+    parser.add_argument("--from-evidence", default=None, metavar="JSON",
+                        help="make the table from a GPU visit's evidence file instead of measuring")
     parser.add_argument("--out", default=None, metavar="PATH",
                         help="write the table here (default: print only; the packaged table "
                              "of this class is fastrnn/tables/auto-<class>.json)")
@@ -149,7 +192,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args) -> int:
     from fastrnn.benchmarking import _progress
-    table = tune(args.device, args.repeat, args.quick, _progress)
+    if args.from_evidence:
+        table = from_evidence(json.loads(Path(args.from_evidence).read_text()),
+                              args.from_evidence)
+    else:
+        table = tune(args.device, args.repeat, args.quick, _progress)
     print(format_table(table))
     if table["failed_checks"]:
         print(f"kernels that failed their float64 check here (never auto): {table['failed_checks']}")

@@ -175,7 +175,8 @@ def test_shipped_tables_parse_and_name_their_source():
         table = auto._parse(path, data["class"])
         assert path.name == f"auto-{data['class']}.json"
         assert table.points and data["source"]["machine"] and data["source"]["command"]
-        assert not data["failed_checks"]
+        failed = set(data["failed_checks"])
+        assert not any(f"{p.backend} {p.cell} {p.dtype}" in failed for p in table.points)
 
 
 def test_tune_verifies_and_measures_a_point():
@@ -184,3 +185,42 @@ def test_tune_verifies_and_measures_a_point():
     assert ok, why
     point = tuning.measure_point("cell", "lstm", 1, 2, 8, "training", "cpu", "numba", repeat=1)
     assert point.kernel_ms > 0 and point.native_ms > 0 and point.kind == "cell"
+
+
+def _evidence(passed=True, sanitizer_clean=True, dry_run=False):
+    rec = dict(cell="lstm", shape="flashrnn", dims=[1024, 16, 768, 768, 1, False], tf32=False,
+               mode="forward", fastrnn_ms=1.0, cudnn_ms=2.0, ratio=0.5)
+    return {"schema": "fastrnn-gpu-evidence/1", "dry_run": dry_run,
+            "machine": {"device_name": "NVIDIA H200", "capability": "9.0", "arch": "sm_90"},
+            "correctness": [{"backend": "cuda", "cell": "lstm", "dtype": "bfloat16",
+                             "check": "parity", "passed": passed, "detail": ""},
+                            {"backend": "triton", "cell": "lstm", "dtype": "bfloat16",
+                             "check": "parity", "passed": True, "detail": ""}],
+            "sanitizer": [{"tool": "memcheck", "backend": "cuda", "cell": "lstm",
+                           "passed": sanitizer_clean, "detail": ""}],
+            "results": [dict(rec, backend="cuda", dtype="bfloat16"),
+                        dict(rec, backend="triton", dtype="bfloat16", fastrnn_ms=3.0, ratio=1.5),
+                        dict(rec, backend="triton", dtype="float16"),  # never checked
+                        dict(rec, backend="flashrnn", dtype="bfloat16")]}
+
+
+def test_gpu_evidence_becomes_a_table_only_where_checks_passed(table):
+    """A GPU visit's evidence feeds auto for its architecture: a kernel's timing counts only
+    where its correctness checks passed and its sanitizer runs were clean; FlashRNN rows and
+    dry runs never do."""
+    from fastrnn import tuning
+    made = tuning.from_evidence(_evidence(), "gpu.json")
+    assert made["class"] == "cuda-sm_90"
+    assert [(p["backend"], p["dtype"], p["mode"]) for p in made["points"]] == [
+        ("cuda", "bfloat16", "inference"), ("triton", "bfloat16", "inference")]
+    assert "triton lstm float16" in made["failed_checks"]
+    assert not tuning.from_evidence(_evidence(passed=False), "g")["points"][0]["backend"] == "cuda"
+    assert all(p["backend"] != "cuda"
+               for p in tuning.from_evidence(_evidence(sanitizer_clean=False), "g")["points"])
+    with pytest.raises(ValueError, match="dry run"):
+        tuning.from_evidence(_evidence(dry_run=True), "g")
+    # the table drives auto on that architecture: the faster verified kernel, per mode
+    path = table(made["points"])
+    point = auto.load_table("cuda-sm_90").nearest("sequence", "lstm", "bfloat16", "inference",
+                                                  1024, 16, 768)[0]
+    assert point.backend == "cuda" and path.exists()
