@@ -1,6 +1,8 @@
 """The triton backend against the float64 reference through the contract (both launch schemes,
-odd shapes, fp32 tolerance, half precision, reasons), module parity through the drop-in modules
-with FASTRNN_BACKEND=triton, and a compile check of every kernel for sm_90 without a GPU.
+odd shapes, every cell and the LSTM with projection, fp32 tolerance, half precision, reasons),
+module parity through the drop-in modules with FASTRNN_BACKEND=triton or backend="triton"
+(float64, and lower precision against torch.nn's own error), and a compile check of every
+kernel for sm_90 without a GPU.
 
 Without CUDA, conftest sets TRITON_INTERPRET=1: the same kernels run in Triton's interpreter.
 With CUDA the contract tests run on the GPU (fp32 with TF32 off, as the reference is exact);
@@ -13,19 +15,37 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
 from conftest import DEVICE, backend_or_skip
 from fastrnn import reference
 from fastrnn.backends.problem import Problem
-from fastrnn.dispatch import BackendUnavailableError
 from contract import run_both, valid_steps
+from parity import flatten_outputs
 from fastrnn.testing import TOLERANCE, recurrence_inputs
 from test_modules import assert_module_parity_float64
 
 CELLS = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 SHAPES = [(1, 1, 5), (37, 3, 5), (7, 2, 130), (4, 5, 1)]
 SCHEMES = ["persistent", "stepwise"]
+
+
+def _proj_size(hidden):
+    """The projection width tested at ``hidden``: about half (H=130 -> P=65, two state tiles
+    of 64 under the interpreter); none at H=1 (proj_size must be below hidden_size)."""
+    return hidden // 2 if hidden > 1 else 0
+
+
+# (cell, proj, shape): every cell at every shape, and the LSTM with a projection
+CASES = ([(cell, 0, shape) for cell in CELLS for shape in SHAPES]
+         + [("lstm", _proj_size(shape[2]), shape) for shape in SHAPES if _proj_size(shape[2])])
+
+
+def _case_id(case):
+    cell, proj, (seq_len, batch, hidden) = case
+    return f"{cell}{f'-P{proj}' if proj else ''}-T{seq_len}-B{batch}-H{hidden}"
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +81,16 @@ def _ragged(seq_len, batch):
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("reverse,lengths", [(False, None), (True, "ragged")])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_matches_reference(cell, shape, reverse, lengths, dtype, scheme):
+def test_matches_reference(case, reverse, lengths, dtype, scheme):
+    cell, proj, (seq_len, batch, hidden) = case
     backend = _Scheme(_triton(dtype), scheme)
-    seq_len, batch, hidden = shape
     if lengths == "ragged":
         lengths = _ragged(seq_len, batch)
-    args = recurrence_inputs(cell, seq_len, batch, hidden, lengths=lengths, dtype=dtype,
-                             device=DEVICE, seed=seq_len + hidden)
+    args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
+                             dtype=dtype, device=DEVICE, seed=seq_len + hidden)
     fwd_ref, fwd, bwd_ref, bwd = run_both(backend, cell, args, reverse)
     tol = TOLERANCE[dtype]
     valid = valid_steps(lengths, seq_len, batch)
@@ -84,19 +103,24 @@ def test_matches_reference(cell, shape, reverse, lengths, dtype, scheme):
         assert torch.equal(fwd[3][~valid], torch.zeros_like(fwd[3][~valid]))
     assert torch.equal(fwd[0][~valid], torch.zeros_like(fwd[0][~valid])), "y must be 0 there"
     for got, want in zip(bwd, bwd_ref):
+        assert got.shape == want.shape
         torch.testing.assert_close(got.double(), want, atol=tol, rtol=tol)
+    if proj:  # d_h_proj (T, B, P) is 0 at invalid steps, like y
+        assert torch.equal(bwd[2][~valid], torch.zeros_like(bwd[2][~valid]))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_several_tiles_in_both_directions(cell, scheme):
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("gru", 0), ("lstm", 66)])
+def test_several_tiles_in_both_directions(cell, proj, scheme):
     # B=70 > BLOCK_B (64 under the interpreter) and H=70 > BLOCK_H (64): two batch programs
-    # and two hidden tiles per step, so the ping-pong state and the phase barriers matter.
+    # and two hidden tiles per step, so the ping-pong state and the phase barriers matter;
+    # P=66: two state tiles in the projection and in backward phase 2, too.
     backend = _Scheme(_triton(), scheme)
     gen = torch.Generator().manual_seed(0)
     lengths = torch.randint(0, 5, (70,), generator=gen).tolist()
     lengths[3] = 4
-    args = recurrence_inputs(cell, 4, 70, 70, lengths=lengths, device=DEVICE, seed=3)
+    args = recurrence_inputs(cell, 4, 70, 70, proj=proj, lengths=lengths, device=DEVICE,
+                             seed=3)
     for reverse in (False, True):
         fwd_ref, fwd, bwd_ref, bwd = run_both(backend, cell, args, reverse)
         for got, want in zip(fwd[:3] + tuple(bwd), fwd_ref[:3] + tuple(bwd_ref)):
@@ -131,10 +155,10 @@ def _error(got, want):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
-def test_half_precision_within_twice_torchs_own_error(cell, dtype):
+@pytest.mark.parametrize("cell,proj", [("lstm", 0), ("lstm", 3), ("gru", 0), ("rnn_tanh", 0)])
+def test_half_precision_within_twice_torchs_own_error(cell, proj, dtype):
     triton = _triton(dtype)
-    args = recurrence_inputs(cell, 6, 3, 8, dtype=dtype, device=DEVICE)
+    args = recurrence_inputs(cell, 6, 3, 8, proj=proj, dtype=dtype, device=DEVICE)
     fwd_ref, fwd, bwd_ref, bwd = run_both(triton, cell, args, False)
     # torch itself (the reference loop) in this dtype on the same rounded inputs
     order = ("xg", "w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")
@@ -165,9 +189,7 @@ def test_reasons():
     here = torch.device(DEVICE)
     ints = Problem(**{**lstm, "dtype": torch.int32}, device=here)
     assert any("dtype" in r for r in triton.unsupported_reasons(ints))
-    proj = Problem(**{**lstm, "proj": 2}, device=here)
-    reasons = triton.unsupported_reasons(proj)
-    assert len(reasons) == 1 and "proj_size > 0 is not implemented" in reasons[0]
+    assert not triton.unsupported_reasons(Problem(**{**lstm, "proj": 2}, device=here))
     assert not triton.unsupported_reasons(Problem(**lstm, device=here))
 
 
@@ -185,30 +207,77 @@ MODULE_CASES = [  # (kind, extra), layers, bidirectional, batch_first, bias, inp
     (("LSTM", {}), 1, True, False, True, "packed", True),
     (("LSTM", {}), 2, False, True, True, "unbatched", True),
     (("LSTM", {}), 2, True, False, False, "dense", False),
+    (("LSTM", {"proj_size": 3}), 1, False, False, True, "dense", True),
+    (("LSTM", {"proj_size": 3}), 2, True, True, True, "packed", True),
+    (("LSTM", {"proj_size": 2}), 2, True, False, False, "unbatched", False),
+    (("LSTM", {"proj_size": 5}), 1, True, True, True, "packed", False),
     (("GRU", {}), 1, False, True, True, "packed", True),
     (("GRU", {}), 2, True, False, True, "packed", True),
     (("GRU", {}), 2, False, False, False, "dense", False),
 ]
 
 
-@pytest.mark.parametrize("case", MODULE_CASES, ids=lambda c: f"{c[0][0]}-L{c[1]}-"
-                         f"{'bi' if c[2] else 'uni'}-{c[5]}-{'bias' if c[4] else 'nobias'}")
+def _module_id(case):
+    (kind, extra), layers, bidir, _, bias, input_kind, with_hx = case
+    proj = f"-P{extra['proj_size']}" if "proj_size" in extra else ""
+    return (f"{kind}{proj}-L{layers}-{'bi' if bidir else 'uni'}-{input_kind}-"
+            f"{'bias' if bias else 'nobias'}-{'hx' if with_hx else 'nohx'}")
+
+
+@pytest.mark.parametrize("case", MODULE_CASES, ids=_module_id)
 def test_module_parity_float64(case, monkeypatch):
     _triton(device="cpu")
     monkeypatch.setenv("FASTRNN_BACKEND", "triton")
     assert_module_parity_float64(case, "auto")
 
 
-def test_lstm_projection_is_refused_by_name(monkeypatch):
+@pytest.mark.parametrize("case", [c for c in MODULE_CASES if "proj_size" in c[0][1]][:2],
+                         ids=_module_id)
+def test_module_parity_float64_explicit_backend(case, monkeypatch):
+    # backend="triton" on the module itself (FASTRNN_BACKEND unset): an explicit choice that
+    # raises rather than falling through, so parity here means triton ran.
     _triton(device="cpu")
-    lstm = fastrnn.LSTM(4, 6, proj_size=3).double()
-    monkeypatch.setenv("FASTRNN_BACKEND", "triton")
-    with pytest.raises(BackendUnavailableError, match="proj_size > 0 is not implemented"):
-        lstm(torch.randn(5, 2, 4, dtype=torch.float64))
-    explicit = fastrnn.LSTM(4, 6, proj_size=3, backend="triton").double()
-    monkeypatch.delenv("FASTRNN_BACKEND")
-    with pytest.raises(BackendUnavailableError, match="triton"):
-        explicit(torch.randn(5, 2, 4, dtype=torch.float64))
+    monkeypatch.delenv("FASTRNN_BACKEND", raising=False)
+    assert_module_parity_float64(case, "triton")
+
+
+def _module_outputs_and_grads(module, x, lengths, dtype):
+    """Outputs and gradients of x and every parameter (float64 copies) for ``module`` run on
+    x in ``dtype`` (packed with ``lengths`` unless None), one fixed random loss."""
+    leaf = x.detach().to(dtype).requires_grad_()
+    inp = leaf if lengths is None else pack_padded_sequence(leaf, lengths, enforce_sorted=False)
+    outs = flatten_outputs(module(inp))
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((o.double() * torch.randn(o.shape, generator=gen, dtype=torch.float64)).sum()
+               for o in outs)
+    grads = torch.autograd.grad(loss, [leaf] + list(module.parameters()))
+    return [o.detach().double() for o in outs] + [g.double() for g in grads]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("packed", [False, True])
+def test_lstm_projection_module_within_twice_torchs_own_error(dtype, packed):
+    """fastrnn.LSTM(proj_size=3, backend="triton") in ``dtype`` against torch.nn in float64
+    (same weights and input): its error is at most 2x torch.nn's own error in ``dtype``, plus
+    one rounding of the largest value (either side may round a value the other way)."""
+    _triton(dtype, device="cpu")
+    torch.manual_seed(0)
+    kwargs = dict(proj_size=3, num_layers=2, bidirectional=True)
+    ref = nn.LSTM(4, 6, **kwargs)
+    fast = fastrnn.LSTM(4, 6, backend="triton", **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    ref64 = nn.LSTM(4, 6, **kwargs).double()
+    ref64.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    lengths = torch.tensor([3, 5, 1]) if packed else None
+    exact = _module_outputs_and_grads(ref64, x, lengths, torch.float64)
+    theirs = _module_outputs_and_grads(ref.to(dtype), x, lengths, dtype)
+    mine = _module_outputs_and_grads(fast.to(dtype), x, lengths, dtype)
+    eps = torch.finfo(dtype).eps
+    assert len(mine) == len(exact) == len(theirs)
+    for i, (m, t, e) in enumerate(zip(mine, theirs, exact)):
+        bound = 2 * _error(t, e) + eps * e.abs().max().item()
+        assert _error(m, e) <= bound, f"tensor {i}: error {_error(m, e):.2e} > {bound:.2e}"
 
 
 def test_kernels_compile_for_sm90_without_a_gpu():
@@ -224,4 +293,6 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     if proc.returncode and "OK " not in proc.stdout and "FAIL " not in proc.stdout:
         pytest.skip(f"this Triton cannot compile offline: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0 and "FAIL" not in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    assert proc.stdout.count("OK ") == 4 * 4 * 5
+    # 4 dtypes x (4 cells x 5 kernels + the projected LSTM's 6, forward_project included)
+    assert proc.stdout.count("OK ") == 4 * (4 * 5 + 6)
+    assert f"COMPILED {4 * (4 * 5 + 6)}" in proc.stdout

@@ -4,7 +4,7 @@ Runs on CUDA tensors, and on CPU tensors under Triton's interpreter (``TRITON_IN
 a test mode: slow, but it executes the same kernels). float16/bfloat16 inputs give outputs in
 their dtype with float32 accumulation and a float32 cell state; float32 uses TF32 only when
 ``torch.backends.cudnn.allow_tf32`` is set and the tensors are CUDA; float64 computes in float64.
-LSTM with ``proj_size > 0`` is not implemented (dispatch falls through to another backend).
+LSTM with ``proj_size > 0`` runs the projection as a second phase of each forward step.
 Two launch schemes share the per-step bodies: ``persistent`` and ``stepwise`` (see
 ``kernels.py``; the default comes from ``launch.Config.default_scheme``, overridable with the
 ``scheme`` keyword or ``FASTRNN_TRITON_SCHEME``). triton is imported on first use only.
@@ -20,8 +20,6 @@ import torch
 from fastrnn.backends.problem import Problem
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_PROJ_REASON = ("triton: LSTM with proj_size > 0 is not implemented (the projection needs a "
-                "third per-step phase); use the numba, cuda or reference backend")
 
 
 def unsupported_reasons(problem: Problem) -> list[str]:
@@ -42,8 +40,6 @@ def unsupported_reasons(problem: Problem) -> list[str]:
     if problem.dtype not in _DTYPES:
         reasons.append(f"triton: dtype must be float16, bfloat16, float32 or float64, "
                        f"got {problem.dtype}")
-    if problem.cell == "lstm" and problem.proj > 0:
-        reasons.append(_PROJ_REASON)
     return reasons
 
 
@@ -54,24 +50,18 @@ def _launch():
 
 def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace, *,
             scheme=None):
-    """Forward time loop (contract: ``fastrnn.backends``): returns y (T,B,H), h_n (B,H),
+    """Forward time loop (contract: ``fastrnn.backends``): returns y (T,B,R), h_n (B,R),
     c_n (B,H) or empty, workspace (T,B,W*H) or empty. ``scheme``: see ``launch.run_forward``."""
-    if w_hr is not None:
-        raise NotImplementedError(_PROJ_REASON)
     with torch.no_grad():
-        return _launch().run_forward(cell, xg, w_hh, b_hn, h0, c0, lengths, reverse,
+        return _launch().run_forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                                      need_workspace, scheme=scheme)
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
              workspace, *, scheme=None):
     """Reverse time loop (contract: ``fastrnn.backends``): returns d_xg (T,B,G*H),
-    d_hn_gru (T,B,H) or empty, d_h_proj (empty: no projection), d_h0 (B,H), d_c0 (B,H) or
-    empty. ``b_hn`` is not needed: hn (which includes it) is saved in the workspace."""
-    if w_hr is not None:
-        raise NotImplementedError(_PROJ_REASON)
+    d_hn_gru (T,B,H) or empty, d_h_proj (T,B,P) or empty, d_h0 (B,R), d_c0 (B,H) or empty.
+    ``b_hn`` is not needed: hn (which includes it) is saved in the workspace."""
     with torch.no_grad():
-        d_xg, d_hn_gru, d_h0, d_c0 = _launch().run_backward(
-            cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, lengths, reverse, y, workspace,
-            scheme=scheme)
-    return d_xg, d_hn_gru, grad_y.new_empty(0), d_h0, d_c0
+        return _launch().run_backward(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr,
+                                      lengths, reverse, y, workspace, scheme=scheme)
