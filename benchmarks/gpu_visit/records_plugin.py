@@ -38,14 +38,33 @@ def _dtype_name(value) -> str:
     return str(value).replace("torch.", "")
 
 
+def _find(params: dict, test):
+    """The first parameter value, or element of a tuple-valued parameter, passing ``test``
+    (tests pack cell and shape into one ``case`` tuple as often as they name them)."""
+    for value in params.values():
+        for candidate in (value, *(value if isinstance(value, (tuple, list)) else ())):
+            if test(candidate):
+                return candidate
+    return None
+
+
+def _is_shape(value) -> bool:
+    return isinstance(value, tuple) and len(value) == 3 and all(isinstance(v, int) for v in value)
+
+
+def cell_of(params: dict) -> str | None:
+    return _find(params, lambda v: isinstance(v, str) and v in evidence.CELLS)
+
+
 def selected(file: str, name: str, params: dict, mode: str) -> bool:
     """Whether test ``name`` (its function name) of ``file`` runs in selection ``mode``."""
     if file == "test_gradcheck.py":
         if params.get("backend") not in ("cuda", "triton"):
             return False
-        if mode == "dry":  # one small case per cell, forward and packed-reverse
-            return (name == "test_gradcheck" and params.get("proj") == 0
-                    and params.get("cell") in ("lstm", "gru"))
+        if mode == "dry":  # gradcheck under the interpreter takes 10-60 s a case: one case
+            return (name == "test_gradcheck" and not params.get("proj")
+                    and cell_of(params) == "rnn_tanh"
+                    and not any(params.get("packed_reverse") or ()))
         return True
     if file == "test_backend_cuda.py":
         return name.startswith("test_gpu_")
@@ -54,10 +73,10 @@ def selected(file: str, name: str, params: dict, mode: str) -> bool:
             return False
         if mode == "dry":  # the smallest shape in float64, forward; one half-precision case
             if name == "test_matches_reference":
-                return (params.get("shape") == (1, 1, 5) and not params.get("reverse")
+                return (_find(params, _is_shape) == (1, 1, 5) and not params.get("reverse")
                         and _dtype_name(params.get("dtype")) == "float64")
             return name == "test_half_precision_within_twice_torchs_own_error" and \
-                params.get("cell") == "gru" and _dtype_name(params.get("dtype")) == "bfloat16"
+                cell_of(params) == "gru" and _dtype_name(params.get("dtype")) == "bfloat16"
         return True
     return False
 
@@ -65,7 +84,7 @@ def selected(file: str, name: str, params: dict, mode: str) -> bool:
 def describe(file: str, name: str, params: dict) -> tuple[str, list[str], str]:
     """(backend, cells, dtype) a test's outcome speaks for."""
     backend = params.get("backend") or FILE_BACKEND[file]
-    cell = params.get("cell") or CELL_OF_TEST.get(name)
+    cell = cell_of(params) or CELL_OF_TEST.get(name)
     cells = [cell] if cell else list(evidence.CELLS)
     if "dtype" in params:
         dtype = _dtype_name(params["dtype"])
@@ -82,6 +101,11 @@ class Recorder:
         self.outcomes: dict[str, tuple[str, str]] = {}  # nodeid -> (outcome, detail)
         self.items: dict[str, object] = {}
         self.skips: list[str] = []
+        self.broken: list[str] = []  # files that failed to import: none of their tests ran
+
+    def pytest_collectreport(self, report):
+        if report.failed and report.nodeid.split("/")[-1] in FILES:
+            self.broken.append(report.nodeid)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config, items):
@@ -111,6 +135,14 @@ class Recorder:
             self.outcomes[report.nodeid] = ("passed", f"passed in {report.duration:.2f} s")
 
     def pytest_sessionfinish(self, session):
+        for nodeid in self.broken:  # a failing record for all it would have checked
+            file = nodeid.split("/")[-1]
+            for backend in [FILE_BACKEND[file]] if file in FILE_BACKEND else ["cuda", "triton"]:
+                for cell in evidence.CELLS:
+                    evidence.append(self.path, "correctness", dict(
+                        backend=backend, cell=cell, dtype="float64", check=nodeid,
+                        passed=False, detail="the test file failed to import (collection "
+                                             "error): none of its checks ran"))
         for nodeid, (outcome, detail) in self.outcomes.items():
             if outcome == "skipped":
                 continue
@@ -126,6 +158,10 @@ class Recorder:
         print(f"\ngpu_visit: {sum(o == 'passed' for o, _ in self.outcomes.values())} passed, "
               f"{sum(o == 'failed' for o, _ in self.outcomes.values())} failed, "
               f"{len(self.skips)} skipped (no record)")
+        # Failed tests are findings, recorded above; the stage itself failed only when a
+        # file could not be collected (pytest exits 1 for either).
+        if session.exitstatus == pytest.ExitCode.TESTS_FAILED and not self.broken:
+            session.exitstatus = pytest.ExitCode.OK
         reasons: dict[str, int] = {}
         for line in self.skips:
             reason = line.split(": ", 1)[1]

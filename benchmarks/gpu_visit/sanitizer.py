@@ -20,7 +20,6 @@ import sys
 
 from gpu_visit import evidence, stages
 
-EXIT_SKIPPED = 4  # the stage did not apply here (no GPU or no compute-sanitizer); log says why
 PATHS = {"cuda": ("FASTRNN_CUDA_PATH", ("resident", "streamed", "stepwise")),
          "triton": ("FASTRNN_TRITON_SCHEME", ("persistent", "stepwise"))}
 KINDS = {"rnn_tanh": ("RNN", {}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
@@ -103,13 +102,13 @@ def run(dry_run: bool) -> int:
         case("triton", "cpu", quick=True)
         print("dry run: compute-sanitizer needs a GPU; the tiny case ran once on the CPU "
               "(triton under its interpreter) without it")
-        return EXIT_SKIPPED
+        return stages.EXIT_SKIPPED
     tool_path = shutil.which("compute-sanitizer") or (
         "/usr/local/cuda/bin/compute-sanitizer"
         if os.path.exists("/usr/local/cuda/bin/compute-sanitizer") else None)
     if tool_path is None:
         print("compute-sanitizer not found (PATH, /usr/local/cuda/bin)")
-        return EXIT_SKIPPED
+        return stages.EXIT_SKIPPED
     import fastrnn
 
     out = stages.records_path()

@@ -18,6 +18,7 @@ from pathlib import Path
 from gpu_visit import evidence
 
 EXIT_BUDGET = 3  # a worker stopped itself at GPU_VISIT_DEADLINE
+EXIT_SKIPPED = 4  # the stage does not apply here (no GPU, no tool); its log says why
 SOFT_MARGIN_S = 10.0  # how long before the kill the worker is asked to stop
 LOG_TAIL_CHARS = 3000
 
@@ -101,6 +102,8 @@ def run(stage: Stage, workdir: Path, seconds_left: float, root: Path = evidence.
         note = f"killed at its budget of {limit:.0f} s"
     elif code == 0:
         status, note = "ok", None
+    elif code == EXIT_SKIPPED:
+        status, note = "skipped", None
     elif code == EXIT_BUDGET:
         status, note = "timeout", f"stopped itself near its budget of {limit:.0f} s"
     else:
