@@ -58,11 +58,67 @@ def build(provider: str, cell: str, shape, dtype):
         return getattr(fastrnn, CELLS[cell])(features, hidden, backend=provider[8:], **kwargs)
     if provider == "flashrnn":
         try:
-            import flashrnn  # noqa: F401  (optional: GPU only, PyPI `flashrnn`)
-        except ImportError:
-            return "flashrnn is not installed (pip install flashrnn; GPU only)"
-        return "flashrnn: not wired up yet (its API takes pre-shaped gate weights)"
+            import flashrnn  # noqa: F401  (optional, PyPI `flashrnn`)
+        except ImportError as exc:
+            return f"flashrnn is not importable ({exc}; pip install flashrnn einops)"
+        if layers != 1 or bidirectional:
+            return "flashrnn: one unidirectional layer only (FlashRNN has no stacked or " \
+                   "bidirectional module, and this wrapper does not build one)"
+        twin = getattr(torch.nn, CELLS[cell])(features, hidden, **kwargs)
+        return FlashRNNModule(twin, "cuda_fused" if DEVICE == "cuda" else "vanilla")
     raise ValueError(f"unknown provider {provider!r}")
+
+
+class FlashRNNModule(torch.nn.Module):
+    """torch.nn's single-layer RNN/LSTM/GRU computed by FlashRNN (``flashrnn.flashrnn``).
+
+    FlashRNN takes the input projection already done (``Wx``, (B, T, G, heads, H)), the
+    recurrent matrix per gate ``R`` (G, heads, H_out, H_in) and the biases ``b`` (G_t, heads,
+    H), zero initial states, and returns the states (S, B, T, heads, H). One head spans the
+    whole hidden size, as in design.md's FlashRNN anchor. The input GEMM runs in torch here,
+    as fastrnn's does. Gate maps from torch.nn (read off FlashRNN's pointwise code):
+    LSTM [i, f, g, o] is FlashRNN's [i, f, z, o]; GRU's recurrent gates are [n, r, z] (W_hn
+    first), its input gates torch's [r, z, n], its biases [b_hn, b_ir+b_hr, b_iz+b_hz, b_in],
+    so b_hn stays inside the r product as in torch; RNN (tanh) is FlashRNN's ``elman``.
+    Its CUDA kernels compile on first use for each hidden size, batch and dtype.
+
+    ``forward(x)``: x (T, B, I) -> (y (T, B, H), h_n (1, B, H)), LSTM (y, (h_n, c_n)).
+    """
+
+    FUNCTIONS = {"LSTM": "lstm", "GRU": "gru", "RNN": "elman"}
+
+    def __init__(self, twin: torch.nn.RNNBase, backend: str):
+        super().__init__()
+        if twin.mode == "RNN_RELU":
+            raise ValueError("flashrnn has no ReLU RNN (its 'elman' cell is tanh)")
+        self.function = self.FUNCTIONS[type(twin).__name__]
+        self.backend, self.hidden = backend, twin.hidden_size
+        hidden = twin.hidden_size
+        w_hh = twin.weight_hh_l0.detach()
+        b_ih, b_hh = twin.bias_ih_l0.detach(), twin.bias_hh_l0.detach()
+        if self.function == "gru":
+            r, z, n = (slice(k * hidden, (k + 1) * hidden) for k in range(3))
+            recurrent = torch.cat([w_hh[n], w_hh[r], w_hh[z]])
+            bias = torch.cat([b_hh[n], b_ih[r] + b_hh[r], b_ih[z] + b_hh[z], b_ih[n]])
+        else:
+            recurrent, bias = w_hh, b_ih + b_hh
+        self.weight_ih = torch.nn.Parameter(twin.weight_ih_l0.detach().clone())
+        self.R = torch.nn.Parameter(recurrent.reshape(-1, 1, hidden, hidden).clone())
+        self.b = torch.nn.Parameter(bias.reshape(-1, 1, hidden).clone())
+
+    def forward(self, x):
+        from flashrnn import flashrnn
+
+        seq_len, batch, _ = x.shape
+        wx = torch.nn.functional.linear(x.transpose(0, 1), self.weight_ih)
+        wx = wx.reshape(batch, seq_len, -1, 1, self.hidden)
+        states, last = flashrnn(wx, self.R, self.b, function=self.function,
+                                backend=self.backend, dtype=str(x.dtype).split(".")[-1])
+        y = states[0, :, :, 0].transpose(0, 1)
+        h_n = last[0, :, -1, 0].unsqueeze(0)
+        if self.function == "lstm":
+            return y, (h_n, last[1, :, -1, 0].unsqueeze(0))
+        return y, h_n
 
 
 def peak_memory_reset() -> None:
