@@ -1,0 +1,208 @@
+"""One time step of a recurrent cell (``RNNCell``, ``LSTMCell``, ``GRUCell``) in one njit call:
+both products (x @ W_ih^T, h @ W_hh^T), the biases and the gate math forward; the gate
+derivatives and the four products of the backward. Single-threaded on purpose: a cell step is
+a few microseconds of work, less than waking a thread team costs.
+
+Shapes: B batch, I input, H hidden, G gates (1 RNN, 4 LSTM, 3 GRU), N = G*H; cell codes are
+``fastrnn.cells.CellSpec.code``. Absent arguments are arrays of size 0 (no bias, no workspace,
+a gradient nobody asked for), so each entry point has one signature per dtype: the dispatch
+cost of a call is the typeof of its arguments, and fewer distinct types keep it cheap.
+
+Workspace (saved by the forward for the backward), (B, W*H): LSTM i, f, g, o, c'; GRU r, z,
+n, hn (hn = W_hn h + b_hn, which the reset gate's derivative needs); RNN nothing (its
+derivative is read off h' itself).
+
+float32 uses math_kernels' vectorizable activations; float64 libm's exact ones (gradcheck).
+"""
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from .math_kernels import sigmoid, tanh
+from .matmul import matmul_into
+
+RNN_TANH, RNN_RELU, LSTM, GRU = 0, 1, 2, 3  # fastrnn.cells codes (a test checks they agree)
+
+# reassoc lets LLVM vectorize the dot products' sums; no nnan/ninf: NaN/inf propagate.
+_FLAGS = {"contract", "arcp", "reassoc"}
+_OPTS = dict(inline="always", error_model="numpy", fastmath=_FLAGS)
+
+
+def _zero(a):  # placeholder resolved by the overload below: a zero of a's dtype
+    raise NotImplementedError
+
+
+@overload(_zero, inline="always")
+def _zero_impl(a):
+    if isinstance(a, types.Array) and a.dtype == types.float32:
+        return lambda a: np.float32(0)
+    return lambda a: np.float64(0)
+
+
+@njit(**_OPTS)
+def _xwt(x, w, bias, out):
+    """out (B, N) = x (B, K) @ w (N, K)^T (+ bias (N,) when it has N elements).
+
+    w is read in place, row by row (torch's layout, no transposed copy to keep in sync with
+    the parameters): each w row stays in L1 while up to four batch rows are dotted with it,
+    so w streams from memory once per four rows."""
+    B, K = x.shape
+    N = w.shape[0]
+    has_bias = bias.shape[0] == N
+    for j in range(N):
+        wj = w[j]
+        start = bias[j] if has_bias else _zero(out)
+        b = 0
+        while b + 4 <= B:
+            x0, x1, x2, x3 = x[b], x[b + 1], x[b + 2], x[b + 3]
+            a0 = a1 = a2 = a3 = _zero(out)
+            for k in range(K):
+                v = wj[k]
+                a0 += v * x0[k]
+                a1 += v * x1[k]
+                a2 += v * x2[k]
+                a3 += v * x3[k]
+            out[b, j] = a0 + start
+            out[b + 1, j] = a1 + start
+            out[b + 2, j] = a2 + start
+            out[b + 3, j] = a3 + start
+            b += 4
+        while b < B:
+            xb = x[b]
+            a0 = _zero(out)
+            for k in range(K):
+                a0 += wj[k] * xb[k]
+            out[b, j] = a0 + start
+            b += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
+    """One step. x (B, I), h (B, H), c (B, H) (LSTM; else any array), w_ih (N, I), w_hh (N, H),
+    b_ih/b_hh (N,) or size 0, outputs h_out (B, H), c_out (B, H) (LSTM), ws (B, W*H) or
+    size 0 when nothing is saved. All of one float dtype, rows contiguous."""
+    B = x.shape[0]
+    H = h.shape[1]
+    N = w_hh.shape[0]
+    gi = np.empty((B, N), dtype=x.dtype)
+    gh = np.empty((B, N), dtype=x.dtype)
+    _xwt(x, w_ih, b_ih, gi)
+    _xwt(h, w_hh, b_hh, gh)
+    save = ws.shape[0] == B and ws.shape[1] > 0
+    for b in range(B):
+        a, r, ho = gi[b], gh[b], h_out[b]
+        if code == LSTM:
+            cp, co = c[b], c_out[b]
+            for u in range(H):
+                i = sigmoid(a[u] + r[u])
+                f = sigmoid(a[H + u] + r[H + u])
+                g = tanh(a[2 * H + u] + r[2 * H + u])
+                o = sigmoid(a[3 * H + u] + r[3 * H + u])
+                cn = f * cp[u] + i * g
+                co[u] = cn
+                ho[u] = o * tanh(cn)
+                if save:
+                    w = ws[b]
+                    w[u], w[H + u], w[2 * H + u], w[3 * H + u], w[4 * H + u] = i, f, g, o, cn
+        elif code == GRU:
+            hp = h[b]
+            for u in range(H):
+                rr = sigmoid(a[u] + r[u])
+                z = sigmoid(a[H + u] + r[H + u])
+                hn = r[2 * H + u]
+                n = tanh(a[2 * H + u] + rr * hn)
+                ho[u] = (1 - z) * n + z * hp[u]
+                if save:
+                    w = ws[b]
+                    w[u], w[H + u], w[2 * H + u], w[3 * H + u] = rr, z, n, hn
+        elif code == RNN_TANH:
+            for u in range(H):
+                ho[u] = tanh(a[u] + r[u])
+        else:
+            for u in range(H):
+                ho[u] = max(a[u] + r[u], _zero(ho))
+
+
+@njit(**_OPTS)
+def _bias_grad(dg, db):
+    """db (N,) = sum over rows of dg (B, N); skipped when db has size 0."""
+    if db.shape[0] == 0:
+        return
+    db[:] = 0
+    for b in range(dg.shape[0]):
+        row = dg[b]
+        for j in range(db.shape[0]):
+            db[j] += row[j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def backward(code, dh_out, dc_out, x, h, c, w_ih, w_hh, h_out, ws, dx, dh, dc, dw_ih, dw_hh,
+             db_ih, db_hh):
+    """Gradients of one step. dh_out (B, H), dc_out (B, H) (LSTM; else any array); x, h, c,
+    w_ih, w_hh as in ``forward``; h_out (B, H) the step's output (RNN), ws its workspace
+    (LSTM, GRU). Writes dx (B, I), dh (B, H), dc (B, H) (LSTM), dw_ih (N, I), dw_hh (N, H),
+    db_ih, db_hh (N,); any of them of size 0 is not computed."""
+    B = x.shape[0]
+    H = h.shape[1]
+    N = w_hh.shape[0]
+    dgi = np.empty((B, N), dtype=x.dtype)  # d(x W_ih^T + b_ih)
+    dgh = dgi  # d(h W_hh^T + b_hh): the same except GRU's n rows
+    if code == GRU:
+        dgh = np.empty((B, N), dtype=x.dtype)
+    want_dh = dh.shape[0] == B
+    for b in range(B):
+        g_in, g_h, dho = dgi[b], dgh[b], dh_out[b]
+        if code == LSTM:
+            w, cp, dco = ws[b], c[b], dc_out[b]
+            dcp = dc[b] if dc.shape[0] == B else dco  # (not written when dc is absent)
+            for u in range(H):
+                i, f, g, o, cn = w[u], w[H + u], w[2 * H + u], w[3 * H + u], w[4 * H + u]
+                tc = tanh(cn)
+                d = dho[u]
+                dcn = dco[u] + d * o * (1 - tc * tc)
+                g_in[u] = dcn * g * i * (1 - i)
+                g_in[H + u] = dcn * cp[u] * f * (1 - f)
+                g_in[2 * H + u] = dcn * i * (1 - g * g)
+                g_in[3 * H + u] = d * tc * o * (1 - o)
+                if dc.shape[0] == B:
+                    dcp[u] = dcn * f
+        elif code == GRU:
+            w, hp = ws[b], h[b]
+            dhp = dh[b] if want_dh else dho
+            for u in range(H):
+                rr, z, n, hn = w[u], w[H + u], w[2 * H + u], w[3 * H + u]
+                d = dho[u]
+                dan = d * (1 - z) * (1 - n * n)
+                dar = dan * hn * rr * (1 - rr)
+                daz = d * (hp[u] - n) * z * (1 - z)
+                g_in[u] = dar
+                g_in[H + u] = daz
+                g_in[2 * H + u] = dan
+                g_h[u] = dar
+                g_h[H + u] = daz
+                g_h[2 * H + u] = dan * rr
+                if want_dh:
+                    dhp[u] = d * z  # the direct path; the product below adds to it
+        elif code == RNN_TANH:
+            ho = h_out[b]
+            for u in range(H):
+                g_in[u] = dho[u] * (1 - ho[u] * ho[u])
+        else:
+            ho = h_out[b]
+            for u in range(H):
+                g_in[u] = dho[u] if ho[u] > 0 else _zero(g_in)
+    if dx.shape[0] == B:
+        matmul_into(dgi, w_ih, dx)
+    if want_dh:
+        if code == GRU:
+            direct = dh.copy()
+            matmul_into(dgh, w_hh, dh)
+            dh += direct
+        else:
+            matmul_into(dgh, w_hh, dh)
+    if dw_ih.shape[0] == N:
+        matmul_into(dgi.T, x, dw_ih)
+    if dw_hh.shape[0] == N:
+        matmul_into(dgh.T, h, dw_hh)
+    _bias_grad(dgi, db_ih)
+    _bias_grad(dgh, db_hh)

@@ -1,0 +1,273 @@
+"""The cells' own path: one fused step (``fastrnn.backends.numba.cell_step``) for
+``RNNCell``/``LSTMCell``/``GRUCell`` on the CPU, with as little Python per call as possible.
+
+A cell is called once per token or frame, so what a call costs besides the kernel is the whole
+cost. What depends only on the module and the call's kind is computed once and cached: the
+backend choice (per key, next to ``fastrnn.dispatch``'s), the weights' numpy views (per
+module, rebuilt when a parameter's storage or version changes). Inputs and outputs cross to
+numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out).
+
+``cell_route`` decides what runs a call, the one place the modules and the tests ask:
+
+- ``"native"``: torch.nn's own forward (``auto`` measured it faster, or ``backend='native'``);
+- ``"step"``: the fused step, no graph recorded;
+- ``"step_function"``: the fused step inside ``CellStep`` (an autograd.Function);
+- ``"layer"``: everything else, a T=1 sequence on ``fastrnn.layer.layer_direction``: other
+  kernels, compile/export/torch.func (that path has the registered custom op and the
+  differentiable reference), autocast, float16/bfloat16, and malformed input (it raises
+  torch.nn's own errors).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastrnn import dispatch
+from fastrnn.cells import CELLS
+from fastrnn.eager import route as eager_route
+
+_NATIVE = (torch.float32, torch.float64)
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
+# Workspace slabs of H the forward saves for the backward (fastrnn.backends.numba.cell_step).
+_WS = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 5, "gru": 4}
+_EMPTY = {d: np.empty((0, 0), dtype=n) for d, n in _NP.items()}
+_EMPTY1 = {d: np.empty(0, dtype=n) for d, n in _NP.items()}
+
+
+def _kernels():
+    from fastrnn.backends.numba import cell_step  # numba loads on first use
+    return cell_step
+
+
+def _backend(module, cell: str, x: Tensor, batch: int, grad: bool) -> str:
+    """``module.backend`` resolved for this call, as ``BackendMixin._choose`` would: the same
+    ``dispatch.choose_module_backend``, memoised under a shorter key in dispatch's own dict (so
+    that ``dispatch.clear_caches`` forgets it too)."""
+    key = ("cell-step", module.backend, cell, x.dtype, batch, module.hidden_size, grad,
+           module.training, os.environ.get(dispatch.ENV_VAR))
+    backend = dispatch._module_choices.get(key)
+    if backend is None:
+        backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+        dispatch._module_choices[key] = backend
+    return backend
+
+
+def _weights(module, dtype: torch.dtype):
+    """The numpy views (w_ih, w_hh, b_ih, b_hh) of the module's parameters (size-0 arrays for
+    absent biases), cached on the module while no parameter's storage, version or dtype
+    changed; None when a parameter cannot be viewed (not contiguous, wrong dtype/device)."""
+    params = (module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
+    key = tuple((p.data_ptr(), p._version) if p is not None else None for p in params)
+    cached = module.__dict__.get("_fastrnn_step_weights")
+    if cached is not None and cached[0] == key and cached[1] == dtype:
+        return cached[2]
+    views = []
+    for p in params:
+        if p is None:
+            views.append(_EMPTY1[dtype])
+        elif p.dtype != dtype or p.device.type != "cpu" or not p.is_contiguous():
+            return None
+        else:
+            views.append(p.detach().numpy())
+    module.__dict__["_fastrnn_step_weights"] = (key, dtype, tuple(views))
+    return tuple(views)
+
+
+def _valid_states(module, hx, is_lstm: bool, batched: bool, input: Tensor):
+    """hx as a tuple of state tensors when each has the shape, dtype and device this call
+    needs; None when something is off (the general path then raises torch.nn's error)."""
+    if hx is None:
+        return ()
+    states = hx if is_lstm else (hx,)
+    if is_lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+        return None
+    want = (input.size(0), module.hidden_size) if batched else (module.hidden_size,)
+    for s in states:
+        if (type(s) is not Tensor or s.shape != want or s.dtype != input.dtype
+                or s.device != input.device):
+            return None
+    return states
+
+
+def cell_route(module, input, hx) -> str:
+    """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
+    'step_function' or 'layer'."""
+    if type(input) is not Tensor or input.dim() not in (1, 2):
+        return "layer"
+    cell = module._cell_name()
+    batched = input.dim() == 2
+    batch = input.size(0) if batched else 1
+    states = _valid_states(module, hx, cell == "lstm", batched, input)
+    if states is None or batch == 0:
+        return "layer"
+    grad = torch.is_grad_enabled() and (
+        input.requires_grad or module.weight_ih.requires_grad or module.weight_hh.requires_grad
+        or any(s.requires_grad for s in states))
+    backend = _backend(module, cell, input, batch, grad)
+    if backend == "native":
+        return "native"
+    if (backend != "numba" or input.dtype not in _NATIVE or input.device.type != "cpu"
+            or input.size(-1) != module.input_size or torch.is_autocast_enabled("cpu")
+            or _weights(module, input.dtype) is None):
+        return "layer"
+    way = eager_route(input, module.weight_ih, module.weight_hh, module.bias_ih,
+                      module.bias_hh, *states)
+    if way == "direct":
+        return "step"
+    return "step_function" if way == "function" else "layer"
+
+
+def _array(t: Tensor):
+    """A (B, n) numpy view of a (B, n) or (n,) tensor, copied only when not contiguous."""
+    if not t.is_contiguous():
+        t = t.contiguous()
+    a = (t.detach() if t.requires_grad else t).numpy()
+    return a.reshape(1, a.shape[0]) if a.ndim == 1 else a
+
+
+def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
+    """Run the fused forward; returns (outputs as tensors, the kernel's arrays)."""
+    dtype = x.dtype
+    hidden = module.hidden_size
+    is_lstm = cell == "lstm"
+    xa = _array(x)
+    batch = xa.shape[0]
+    if hx is None:
+        ha = ca = np.zeros((batch, hidden), dtype=_NP[dtype])
+    elif is_lstm:
+        ha, ca = _array(hx[0]), _array(hx[1])
+    else:
+        ha = ca = _array(hx)
+    w_ih, w_hh, b_ih, b_hh = _weights(module, dtype)
+    slabs = 2 if is_lstm else 1
+    out = np.empty((slabs, batch, hidden), dtype=_NP[dtype])
+    ws = (np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if need_ws and _WS[cell]
+          else _EMPTY[dtype])
+    _kernels().forward(CELLS[cell].code, xa, ha, ca, w_ih, w_hh, b_ih, b_hh, out[0],
+                       out[1] if is_lstm else out[0], ws)
+    unbatched = x.dim() == 1
+    h = torch.from_numpy(out[0, 0] if unbatched else out[0])
+    c = (torch.from_numpy(out[1, 0] if unbatched else out[1]) if is_lstm else None)
+    return h, c, (xa, ha, ca, w_ih, w_hh, out[0], ws)
+
+
+def run(module, way: str, input: Tensor, hx):
+    """``module(input, hx)`` on the fused step, for a call ``cell_route`` sent to ``way``
+    ('step' or 'step_function'). input (B, I) or (I,); hx: (B, H)/(H,) (LSTM: a pair) or
+    None. Returns h' (B, H)/(H,) (LSTM: (h', c'))."""
+    cell = module._cell_name()
+    is_lstm = cell == "lstm"
+    if way == "step":
+        h, c, _ = _forward_arrays(module, cell, input, hx, False)
+        return (h, c) if is_lstm else h
+    h0 = hx[0] if is_lstm and hx is not None else hx
+    c0 = hx[1] if is_lstm and hx is not None else None
+    outs = CellStep.apply(module, cell, input, h0, c0, module.weight_ih, module.weight_hh,
+                          module.bias_ih, module.bias_hh)
+    return outs if is_lstm else outs[0]
+
+
+def _grad_array(g, batch: int, hidden: int, dtype):
+    """A (B, H) numpy array of an output gradient (zeros where autograd passed None)."""
+    if g is None:
+        return np.zeros((batch, hidden), dtype=_NP[dtype])
+    return _array(g)
+
+
+def _out(shape, dtype, wanted: bool):
+    return np.empty(shape, dtype=_NP[dtype]) if wanted else _EMPTY[dtype]
+
+
+class CellStep(torch.autograd.Function):
+    """One fused cell step with its fused backward (plain eager mode only: ``cell_route``).
+
+    forward(module, cell, x (B, I) | (I,), h0 | None, c0 | None (LSTM), w_ih, w_hh, b_ih, b_hh)
+    -> (h', c') for LSTM, (h',) otherwise. create_graph backward differentiates torch's own
+    cell (``torch._VF``) recomputed from the saved inputs, so higher derivatives are exact.
+    """
+
+    @staticmethod
+    def forward(ctx, module, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        is_lstm = cell == "lstm"
+        hx = ((h0, c0) if is_lstm else h0) if h0 is not None else None
+        h, c, arrays = _forward_arrays(module, cell, x, hx, True)
+        ctx.cell, ctx.arrays, ctx.unbatched = cell, arrays, x.dim() == 1
+        ctx.set_materialize_grads(False)
+        # Saved for torch's version checks and the create_graph backward; the fused backward
+        # reads the arrays above (the same memory, no second numpy view per tensor).
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, h if cell.startswith("rnn")
+                              else None)
+        return (h, c) if is_lstm else (h,)
+
+    @staticmethod
+    def backward(ctx, grad_h, grad_c=None):
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, _ = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (None, None, *_torch_grads(ctx.cell, (x, h0, c0, w_ih, w_hh, b_ih, b_hh),
+                                              grad_h, grad_c, ctx.needs_input_grad[2:]))
+        xa, ha, ca, wa_ih, wa_hh, h_out, ws = ctx.arrays
+        batch, hidden = ha.shape
+        dtype = x.dtype
+        need = ctx.needs_input_grad
+        is_lstm = ctx.cell == "lstm"
+        gh = _grad_array(grad_h, batch, hidden, dtype)
+        gc = _grad_array(grad_c, batch, hidden, dtype) if is_lstm else gh
+        dx = _out(xa.shape, dtype, need[2])
+        dh = _out(ha.shape, dtype, need[3])
+        dc = _out(ha.shape, dtype, is_lstm and need[4])
+        dw_ih = _out(wa_ih.shape, dtype, need[5])
+        dw_hh = _out(wa_hh.shape, dtype, need[6])
+        has_bias = b_ih is not None
+        db_ih = np.empty(wa_ih.shape[0], _NP[dtype]) if has_bias and need[7] else _EMPTY1[dtype]
+        db_hh = np.empty(wa_hh.shape[0], _NP[dtype]) if has_bias and need[8] else _EMPTY1[dtype]
+        _kernels().backward(CELLS[ctx.cell].code, gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
+                            dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
+
+        def state(a, wanted):
+            if not wanted:
+                return None
+            return torch.from_numpy(a[0] if ctx.unbatched else a)
+        return (None, None, state(dx, need[2]), state(dh, need[3]),
+                state(dc, is_lstm and need[4]),
+                torch.from_numpy(dw_ih) if need[5] else None,
+                torch.from_numpy(dw_hh) if need[6] else None,
+                torch.from_numpy(db_ih) if has_bias and need[7] else None,
+                torch.from_numpy(db_hh) if has_bias and need[8] else None)
+
+
+_TORCH_CELLS = {"rnn_tanh": torch._VF.rnn_tanh_cell, "rnn_relu": torch._VF.rnn_relu_cell,
+                "lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell}
+
+
+def _torch_grads(cell, inputs, grad_h, grad_c, needs):
+    """create_graph=True: the gradients of torch's own cell step recomputed from ``inputs``
+    (x, h0, c0, w_ih, w_hh, b_ih, b_hh), differentiable themselves."""
+    with torch.enable_grad():
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh = [
+            t if t is None or t.requires_grad else t.detach().requires_grad_() for t in inputs]
+        batched = x.dim() == 2
+        xb = x if batched else x.unsqueeze(0)
+        hidden = w_hh.shape[1]
+        zeros = xb.new_zeros(xb.shape[0], hidden)
+        hb = zeros if h0 is None else (h0 if batched else h0.unsqueeze(0))
+        if cell == "lstm":
+            cb = zeros if c0 is None else (c0 if batched else c0.unsqueeze(0))
+            outs = list(_TORCH_CELLS[cell](xb, (hb, cb), w_ih, w_hh, b_ih, b_hh))
+            grads = [grad_h, grad_c]
+        else:
+            outs, grads = [_TORCH_CELLS[cell](xb, hb, w_ih, w_hh, b_ih, b_hh)], [grad_h]
+        if not batched:
+            outs = [o.squeeze(0) for o in outs]
+        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        leaves = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        wanted = [t for t, need in zip(leaves, needs) if need and t is not None]
+        got = iter(torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                       create_graph=True, allow_unused=True)
+                   if pairs and wanted else ())
+        result = [next(got) if (need and t is not None) else None
+                  for t, need in zip(leaves, needs)]
+    return [r if r is not None or t is None or not need else torch.zeros_like(t)
+            for r, t, need in zip(result, leaves, needs)]
