@@ -5,6 +5,10 @@
 // G gates, R recurrent width (P if the LSTM has a projection, else H), W workspace slabs.
 // "scalar_t" is the dtype of the call (float, half, bfloat16, double); "acc_t" is double for
 // float64 calls and float otherwise (fp32 accumulation and fp32 cell state).
+// [cross-CTA]: a buffer that CTAs of one launch write and other CTAs read, between grid
+// barriers; the kernels touch it only through CrossCta (persistent.cuh: reads are __ldcg).
+// Every other buffer a kernel writes is either never read in that launch or read back only by
+// the thread that wrote it.
 #pragma once
 
 #include <cstdint>
@@ -44,10 +48,12 @@ struct RecurrentParams {
   void* y;         // forward: out (T, B, R) scalar_t; backward: in, forward's y
   void* ws;        // forward: out (T, B, W*H) scalar_t or nullptr (no workspace wanted);
                    // backward: in, forward's workspace (nullptr for RNN cells)
-  void* h_state;   // (2, B, R) acc_t double buffer of h (values rounded to scalar_t);
+  void* h_state;   // [cross-CTA] (2, B, R) acc_t double buffer of h (rounded to scalar_t);
                    // [0] = h0 on entry; after step s buffer (s+1)%2 holds the state
   void* c_state;   // (B, H) acc_t LSTM cell state: c0 on entry, c_n on exit; else nullptr
-  void* m_buf;     // (B, H) acc_t LSTM-with-projection o*tanh(c) of the current step; else nullptr
+                   // (element (b, j) only ever touched by the thread that owns it)
+  void* m_buf;     // [cross-CTA] (B, H) acc_t LSTM-with-projection o*tanh(c) of the current
+                   // step; else nullptr
 
   // ---- backward -------------------------------------------------------------------------
   const void* grad_y;  // (T, B, R) scalar_t
@@ -56,12 +62,14 @@ struct RecurrentParams {
   void* d_xg;          // out (T, B, G*H) scalar_t gate pre-activation gradients
   void* d_hn_gru;      // out (T, B, H) scalar_t GRU gradient w.r.t. W_hn h + b_hn, else nullptr
   void* d_h_proj;      // out (T, B, P) scalar_t LSTM-projection total dh_t, else nullptr
-  void* dh_state;      // (2, B, R) acc_t double buffer of dh; [0] = grad_hn on entry;
-                       // after backward step q buffer (q+1)%2 holds it
+  void* dh_state;      // [cross-CTA] (2, B, R) acc_t double buffer of dh: [0] = grad_hn on
+                       // entry; after backward step q buffer (q+1)%2 holds it
   void* dc_state;      // (B, H) acc_t LSTM dc: grad_cn on entry, d_c0 on exit; else nullptr
-  void* dg_buf;        // (B, G*H) acc_t gradient w.r.t. the recurrent pre-activations W_hh h
-                       // of the current step (GRU n row: d_hn)
-  void* direct_buf;    // (B, H) acc_t GRU direct term dh_t * z of the current step, else nullptr
+                       // (element (b, j) only ever touched by the thread that owns it)
+  void* dg_buf;        // [cross-CTA] (B, G*H) acc_t gradient w.r.t. the recurrent
+                       // pre-activations W_hh h of the current step (GRU n row: d_hn)
+  void* direct_buf;    // [cross-CTA] (B, H) acc_t GRU direct term dh_t * z of the current
+                       // step, else nullptr
 
   // ---- execution request ----------------------------------------------------------------
   Path path;  // requested path (Auto picks the fastest that fits)

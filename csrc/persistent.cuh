@@ -65,29 +65,10 @@ __device__ __forceinline__ A round_to(A x) {
   return to_acc(from_acc<T>(x));
 }
 
-// A global buffer that other CTAs of the same launch write: the params.h fields marked
-// [cross-CTA] (h, m, dh, dg, direct), exchanged between grid barriers. The type has no raw
-// pointer and no other read than __ldcg: L1 is not coherent across SMs, so a plain load could
-// return a line cached before another CTA's write, while L2 is consistent once the grid
-// barrier has passed. Stores are plain (global stores write through to L2).
-// tests/test_emulation_coherence.py checks that those fields are used only through this type.
-template <class A>
-class CrossCta {
- public:
-  __device__ explicit CrossCta(void* base) : p_(static_cast<A*>(base)) {}
-  __device__ CrossCta operator+(int64_t offset) const { return CrossCta(p_ + offset); }
-  __device__ A load(int64_t i) const { return __ldcg(p_ + i); }
-  __device__ void store(int64_t i, A v) const { p_[i] = v; }
-
- private:
-  __device__ explicit CrossCta(A* p) : p_(p) {}
-  A* p_;
-};
-
-// Planted faults (.ci/sanitize_emulation.sh --plant): each one must make a sanitizer of the
-// host emulation report. Never part of a real build.
+// Planted faults (.ci/sanitize_emulation.sh builds each): each one must make a sanitizer of
+// the host emulation report. Never part of a real build.
 #if defined(FASTRNN_PLANT_MISSING_GRID_BARRIER) || defined(FASTRNN_PLANT_MISSING_CTA_BARRIER) || \
-    defined(FASTRNN_PLANT_OVERRUN)
+    defined(FASTRNN_PLANT_OVERRUN) || defined(FASTRNN_PLANT_PLAIN_LOAD)
 #ifndef FASTRNN_EMULATE
 #error "FASTRNN_PLANT_* faults are for the host emulation (csrc/emulation) only"
 #endif
@@ -97,6 +78,30 @@ constexpr int64_t kPlantedOverrun = 1;  // the forward gate dot product reads k 
 #else
 constexpr int64_t kPlantedOverrun = 0;
 #endif
+
+// A global buffer that other CTAs of the same launch write: the params.h fields marked
+// [cross-CTA] (h, m, dh, dg, direct), exchanged between grid barriers. The type has no raw
+// pointer and no other read than __ldcg: L1 is not coherent across SMs, so a plain load could
+// return a line cached before another CTA's write, while L2 is consistent once the grid
+// barrier has passed. Stores are __stcg (cached in L2 only: what the readers read).
+// tests/test_emulation_coherence.py checks that those fields are used only through this type;
+// the emulation's coherence build (.ci/sanitize_emulation.sh) that no other access crosses CTAs.
+template <class A>
+class CrossCta {
+ public:
+  __device__ explicit CrossCta(void* base) : p_(static_cast<A*>(base)) {}
+  __device__ CrossCta operator+(int64_t offset) const { return CrossCta(p_ + offset); }
+#ifndef FASTRNN_PLANT_PLAIN_LOAD
+  __device__ A load(int64_t i) const { return __ldcg(p_ + i); }
+#else  // planted fault: a cross-CTA read through L1
+  __device__ A load(int64_t i) const { return p_[i]; }
+#endif
+  __device__ void store(int64_t i, A v) const { __stcg(p_ + i, v); }
+
+ private:
+  __device__ explicit CrossCta(A* p) : p_(p) {}
+  A* p_;
+};
 
 __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 

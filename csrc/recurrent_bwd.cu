@@ -67,7 +67,7 @@ __device__ void backward_cells(const RecurrentParams& p, const Plan& plan, int64
   const T* w_hr = static_cast<const T*>(p.w_hr);
   T* d_xg = static_cast<T*>(p.d_xg);
   T* d_hn_gru = static_cast<T*>(p.d_hn_gru);
-  const CrossCta<A> dg(p.dg_buf), direct_buf(p.direct_buf);
+  const auto dg = CrossCta<A>(p.dg_buf), direct_buf = CrossCta<A>(p.direct_buf);
   const int64_t items = B * own;
   const BlockSplit split(items);
 
@@ -148,12 +148,12 @@ __device__ void backward_recurrent(const RecurrentParams& p, const Plan& plan, i
   const int64_t k0 = blockIdx.x * plan.UR;
   const int64_t own = min64(plan.UR, R - k0);
   if (own <= 0) return;  // uniform across the CTA
-  const CrossCta<A> dh_state(p.dh_state);
+  const auto dh_state = CrossCta<A>(p.dh_state);
   const CrossCta<A> dh_cur = dh_state + (q & 1) * B * R;
   const CrossCta<A> dh_next = dh_state + ((q + 1) & 1) * B * R;
   const T* grad_y = static_cast<const T*>(p.grad_y);
   const T* w_hh = static_cast<const T*>(p.w_hh);
-  const CrossCta<A> dg(p.dg_buf), direct_buf(p.direct_buf);
+  const auto dg = CrossCta<A>(p.dg_buf), direct_buf = CrossCta<A>(p.direct_buf);
   T* d_h_proj = static_cast<T*>(p.d_h_proj);
   const int64_t items = B * own;
   const BlockSplit split(items);

@@ -59,9 +59,9 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
   const int64_t j0 = blockIdx.x * plan.U;
   const int64_t own = min64(plan.U, H - j0);
   if (own <= 0) return;  // uniform across the CTA
-  const CrossCta<A> h_state(p.h_state);
+  const auto h_state = CrossCta<A>(p.h_state);
   const CrossCta<A> h_cur = h_state + (s & 1) * B * R, h_next = h_state + ((s + 1) & 1) * B * R;
-  const CrossCta<A> m(p.m_buf);
+  const auto m = CrossCta<A>(p.m_buf);
   const T* xg = static_cast<const T*>(p.xg);
   const T* w_hh = static_cast<const T*>(p.w_hh);
   T* y = static_cast<T*>(p.y);
@@ -95,7 +95,9 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
     }
 #pragma unroll
     for (int g = 0; g < G; ++g) red[g * blockDim.x + threadIdx.x] = gh[g];
-    __syncthreads();
+#ifndef FASTRNN_PLANT_MISSING_CTA_BARRIER
+    __syncthreads();  // every part of every item is in `red`
+#endif
     if (active && split.part == 0) {
       if (!valid) {
         if (ws != nullptr) {
@@ -133,9 +135,7 @@ __device__ void forward_cells(const RecurrentParams& p, const Plan& plan, int64_
         }
       }
     }
-#ifndef FASTRNN_PLANT_MISSING_CTA_BARRIER
     __syncthreads();  // `red` is reused by the next pass
-#endif
   }
 }
 
@@ -149,9 +149,9 @@ __device__ void forward_projection(const RecurrentParams& p, const Plan& plan, i
   const int64_t p0 = blockIdx.x * plan.UR;
   const int64_t own = min64(plan.UR, R - p0);
   if (own <= 0) return;  // uniform across the CTA
-  const CrossCta<A> h_state(p.h_state);
+  const auto h_state = CrossCta<A>(p.h_state);
   const CrossCta<A> h_cur = h_state + (s & 1) * B * R, h_next = h_state + ((s + 1) & 1) * B * R;
-  const CrossCta<A> m(p.m_buf);
+  const auto m = CrossCta<A>(p.m_buf);
   const T* w_hr = static_cast<const T*>(p.w_hr);
   T* y = static_cast<T*>(p.y);
   const int64_t items = B * own;

@@ -82,7 +82,8 @@ def emu(tmp_path_factory):
         pytest.skip("the emulation needs g++ and the CUDA headers (cuda_fp16.h)")
     lib = tmp_path_factory.mktemp("emu") / "host_emulation.so"
     cmd = [cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-Wno-unknown-pragmas",
-           "-isystem", str(include), str(ROOT / "csrc" / "emulation" / "host_emulation.cpp"), "-o", str(lib)]
+           "-isystem", str(include), str(ROOT / "csrc" / "emulation" / "host_emulation.cpp"),
+           "-o", str(lib)]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     handle = ctypes.CDLL(str(lib))
     handle.emu_run.restype = ctypes.c_int

@@ -19,5 +19,5 @@ enum EmuSize { kT, kB, kH, kR, kP, kReverse, kCtas, kThreadsPerCta, kPath, kSize
 // sizes[kPath] = 1 (Resident: one cooperative launch, weights in shared memory), 2 (Streamed:
 // one cooperative launch) or 3 (Stepwise: one launch per step and phase). Buffers as
 // RecurrentParams (params.h) describes them. Returns 0, or 1 for an unknown cell, scalar or
-// path.
+// path (float16 / bfloat16 count as unknown in a -DFASTRNN_EMU_NO_HALF build).
 extern "C" int emu_run(int backward, int cell, int scalar, const int64_t* sizes, void** ptrs);
