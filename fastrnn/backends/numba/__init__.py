@@ -37,11 +37,17 @@ def unsupported_reasons(problem: Problem) -> list[str]:
     return reasons
 
 
-def _run(kind, args, batch):
-    """Run loop ``kind`` ('forward' | 'backward') over all rows, split across threads: on
-    torch's OpenMP team where possible (see omp.py), else on a pool of our own (threads.py)."""
+def _run(kind, named, batch):
+    """Run loop ``kind`` ('forward' | 'backward') with its arguments ``named`` (a dict keyed
+    by ``loops.ARGS[kind]``'s names) over all rows, split across threads: on torch's OpenMP
+    team where possible (see omp.py), else on a pool of our own (threads.py)."""
     from fastrnn.backends.numba import loops, omp, threads
-    kernel = loops.forward_loop if kind == "forward" else loops.backward_loop
+    fields = loops.ARGS[kind]
+    if len(named) != len(fields):
+        raise TypeError(f"{kind} loop: got arguments {sorted(named)}, expected "
+                        f"{[name for name, _ in fields]}")
+    args = tuple(named[name] for name, _ in fields)
+    kernel = loops.LOOPS[kind]
     ranges = threads.row_ranges(batch, torch.get_num_threads())
     if len(ranges) == 1:
         kernel(*args, 0, batch)
@@ -121,17 +127,20 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
         c = _np(c0, dtype) if c0 is not None else _placeholder((batch, 0), dtype)
         w_hr_t = _np(w_hr.t(), dtype) if w_hr is not None else _placeholder((hidden, 1), dtype)
         if input_gemm is None:
-            inputs = (_np(xg, dtype), _placeholder((0, 0, 0), dtype),
-                      _placeholder((0, gates), dtype), _placeholder(0, dtype), False)
+            inputs = dict(xg=_np(xg, dtype), x_in=_placeholder((0, 0, 0), dtype),
+                          w_ih_t=_placeholder((0, gates), dtype), bias=_placeholder(0, dtype),
+                          fuse_input_gemm=False)
         else:
             x, w_ih, bias = input_gemm
-            inputs = (_placeholder((0, 0, 0), dtype), _np(x, dtype), _np(w_ih.t(), dtype),
-                      _np(bias, dtype) if bias is not None else _placeholder(0, dtype), True)
-        _run("forward", (
-            CELLS[cell].code, *inputs, _np(w_hh.t(), dtype), b,
-            _np(h0, dtype), c, w_hr_t, w_hr is not None,
-            _lengths(lengths, seq_len, batch), bool(reverse), ws_needed, y.numpy(),
-            h_n.numpy(), c_n.numpy(), ws.numpy()), batch)
+            inputs = dict(xg=_placeholder((0, 0, 0), dtype), x_in=_np(x, dtype),
+                          w_ih_t=_np(w_ih.t(), dtype), fuse_input_gemm=True,
+                          bias=_np(bias, dtype) if bias is not None else _placeholder(0, dtype))
+        _run("forward", dict(
+            cell=CELLS[cell].code, **inputs, w_hh_t=_np(w_hh.t(), dtype), b_hn=b,
+            h0=_np(h0, dtype), c0=c, w_hr_t=w_hr_t, has_proj=w_hr is not None,
+            lengths=_lengths(lengths, seq_len, batch), reverse=bool(reverse),
+            need_ws=ws_needed, y=y.numpy(), h_n=h_n.numpy(), c_n=c_n.numpy(), ws=ws.numpy()),
+            batch)
         out = like.dtype
         return (y.to(out), h_n.to(out),
                 c_n.to(out) if spec.has_cell_state else like.new_empty(0),
@@ -157,14 +166,16 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         no_c = _placeholder((batch, 0), dtype)
         ws = (_np(workspace, dtype) if workspace.numel()
               else _placeholder((seq_len, batch, 0), dtype))
-        _run("backward", (
-            CELLS[cell].code, _np(grad_y, dtype), _np(grad_hn, dtype),
-            _np(grad_cn, dtype) if spec.has_cell_state else no_c, _np(w_hh, dtype),
-            _np(h0, dtype), _np(c0, dtype) if c0 is not None else no_c,
-            _np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
-            w_hr is not None, _lengths(lengths, seq_len, batch), bool(reverse), _np(y, dtype),
-            ws, d_xg.numpy(), d_hn_gru.numpy(), d_h_proj.numpy(), d_h0.numpy(),
-            d_c0.numpy()), batch)
+        _run("backward", dict(
+            cell=CELLS[cell].code, grad_y=_np(grad_y, dtype), grad_hn=_np(grad_hn, dtype),
+            grad_cn=_np(grad_cn, dtype) if spec.has_cell_state else no_c,
+            w_hh=_np(w_hh, dtype), h0=_np(h0, dtype),
+            c0=_np(c0, dtype) if c0 is not None else no_c,
+            w_hr=_np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
+            has_proj=w_hr is not None, lengths=_lengths(lengths, seq_len, batch),
+            reverse=bool(reverse), y=_np(y, dtype), ws=ws, d_xg=d_xg.numpy(),
+            d_hn_gru=d_hn_gru.numpy(), d_h_proj=d_h_proj.numpy(), d_h0=d_h0.numpy(),
+            d_c0=d_c0.numpy()), batch)
         out = grad_y.dtype
         empty = grad_y.new_empty
         return (d_xg.to(out), d_hn_gru.to(out) if cell == "gru" else empty(0),

@@ -300,3 +300,23 @@ def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, 
                     dh[b, k] = dh_new[b, k] + direct[b, k]
     d_h0[lo:hi, :] = dh
     d_c0[lo:hi, :] = dc
+
+
+# The loops' arguments in order (without lo, hi), each (name, kind): kind "int" or "bool" for a
+# scalar, "f1" / "f2" / "f3" for a 1-3-D array of the compute dtype, "i1" for an int64 vector.
+# The single statement of their order: numba/__init__.py passes arguments by these names and
+# omp.py's job packing and cfunc unpackers are generated from them (tests check both against
+# the signatures above).
+FORWARD_ARGS = (
+    ("cell", "int"), ("xg", "f3"), ("x_in", "f3"), ("w_ih_t", "f2"), ("bias", "f1"),
+    ("fuse_input_gemm", "bool"), ("w_hh_t", "f2"), ("b_hn", "f1"), ("h0", "f2"), ("c0", "f2"),
+    ("w_hr_t", "f2"), ("has_proj", "bool"), ("lengths", "i1"), ("reverse", "bool"),
+    ("need_ws", "bool"), ("y", "f3"), ("h_n", "f2"), ("c_n", "f2"), ("ws", "f3"))
+BACKWARD_ARGS = (
+    ("cell", "int"), ("grad_y", "f3"), ("grad_hn", "f2"), ("grad_cn", "f2"), ("w_hh", "f2"),
+    ("h0", "f2"), ("c0", "f2"), ("w_hr", "f2"), ("has_proj", "bool"), ("lengths", "i1"),
+    ("reverse", "bool"), ("y", "f3"), ("ws", "f3"), ("d_xg", "f3"), ("d_hn_gru", "f3"),
+    ("d_h_proj", "f3"), ("d_h0", "f2"), ("d_c0", "f2"))
+ARGS = {"forward": FORWARD_ARGS, "backward": BACKWARD_ARGS}
+LOOPS = {"forward": forward_loop, "backward": backward_loop}
+
