@@ -74,7 +74,8 @@ def _driver() -> str | None:
                               capture_output=True, text=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
+    text = done.stdout.strip()
+    return text.splitlines()[0] if done.returncode == 0 and text else None
 
 
 def machine(device: str, commit: str | None = None) -> dict:

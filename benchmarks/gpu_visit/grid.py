@@ -98,7 +98,7 @@ def forward_check(base, built, cell, shape, dtype, x):
     return out
 
 
-def time_case(base, built, x, mode, repeat, log):
+def time_case(base, built, x, mode, repeat, log, block=3):
     """Median ms of torch.nn and of each provider for one mode, alternating in rounds; a
     provider whose first call raises is dropped (logged, and returned among the failures)."""
     inp = x.clone().requires_grad_() if mode == "training" else x
@@ -127,7 +127,8 @@ def time_case(base, built, x, mode, repeat, log):
     probe_ms = (time.perf_counter() - start) * 1e3
     slow = probe_ms > SLOW_CALL_MS * (1 + len(fns))
     rounds = max(2, repeat // 2) if slow else repeat
-    times = _median_ms_in_rounds([base_fn] + list(fns.values()), rounds, providers.DEVICE)
+    times = _median_ms_in_rounds([base_fn] + list(fns.values()), rounds, providers.DEVICE,
+                                 block=block)
     return times[0], dict(zip(fns, times[1:])), failures
 
 
@@ -196,7 +197,7 @@ def main(argv=None) -> int:
                         if not built:
                             break
                         torch_ms, mine, failed = time_case(base, built, x, mode, repeat,
-                                                           print)
+                                                           print, block=1 if args.dry_run else 3)
                         for name, detail in failed.items():
                             built.pop(name)
                             evidence.append(out, "correctness", dict(

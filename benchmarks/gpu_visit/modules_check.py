@@ -27,8 +27,8 @@ from fastrnn.dispatch import BackendUnavailableError
 from fastrnn.testing import TOLERANCE
 from gpu_visit import evidence, stages
 
-KINDS = {"rnn_tanh": ("RNN", {"nonlinearity": "tanh"}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
-         "lstm": ("LSTM", {}), "gru": ("GRU", {})}
+KINDS = {"rnn_tanh": ("RNN", {"nonlinearity": "tanh"}),
+         "rnn_relu": ("RNN", {"nonlinearity": "relu"}), "lstm": ("LSTM", {}), "gru": ("GRU", {})}
 # name: (T, B, I, H, layers, bidirectional, batch_first, lengths or None, with hx)
 CONFIGS = {
     "odd": (37, 3, 5, 130, 1, False, False, None, True),

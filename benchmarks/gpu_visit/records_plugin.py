@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from gpu_visit import evidence
+from gpu_visit import evidence, stages
 
 FILE_BACKEND = {"test_backend_cuda.py": "cuda", "test_backend_triton.py": "triton"}
 FILES = ("test_gradcheck.py", "test_backend_cuda.py", "test_backend_triton.py")
@@ -102,6 +102,7 @@ class Recorder:
         self.items: dict[str, object] = {}
         self.skips: list[str] = []
         self.broken: list[str] = []  # files that failed to import: none of their tests ran
+        self.out_of_time = False
 
     def pytest_collectreport(self, report):
         if report.failed and report.nodeid.split("/")[-1] in FILES:
@@ -130,9 +131,33 @@ class Recorder:
             self.outcomes[report.nodeid] = ("skipped", reason)
         elif report.failed:
             text = str(report.longrepr)
-            self.outcomes[report.nodeid] = ("failed", f"{report.when} failed: {text[-600:]}")
-        elif report.when == "call" and report.nodeid not in self.outcomes:
+            self.outcomes.setdefault(report.nodeid, ("failed",
+                                                     f"{report.when} failed: {text[-600:]}"))
+        elif report.when == "call":
             self.outcomes[report.nodeid] = ("passed", f"passed in {report.duration:.2f} s")
+        if report.when == "teardown":  # the outcome is final: record it now, so that a stage
+            self._record(report.nodeid)  # killed at its budget keeps what it checked
+
+    def _record(self, nodeid: str) -> None:
+        outcome, detail = self.outcomes.get(nodeid, ("failed", "no outcome was reported"))
+        if outcome == "skipped":
+            return
+        item = self.items[nodeid]
+        name = getattr(item, "originalname", None) or item.name.split("[")[0]
+        backend, cells, dtype = describe(item.path.name, name, _params(item))
+        if len(cells) > 1:
+            detail = f"the test names no cell, so it speaks for all: {detail}"
+        for cell in cells:
+            evidence.append(self.path, "correctness", dict(
+                backend=backend, cell=cell, dtype=dtype, check=nodeid,
+                passed=outcome == "passed", detail=detail))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        yield
+        if stages.time_left() <= 0:  # stop between tests rather than be killed inside one
+            item.session.shouldstop = "gpu_visit: the stage's time budget is spent"
+            self.out_of_time = True
 
     def pytest_sessionfinish(self, session):
         for nodeid in self.broken:  # a failing record for all it would have checked
@@ -143,24 +168,14 @@ class Recorder:
                         backend=backend, cell=cell, dtype="float64", check=nodeid,
                         passed=False, detail="the test file failed to import (collection "
                                              "error): none of its checks ran"))
-        for nodeid, (outcome, detail) in self.outcomes.items():
-            if outcome == "skipped":
-                continue
-            item = self.items[nodeid]
-            name = getattr(item, "originalname", None) or item.name.split("[")[0]
-            backend, cells, dtype = describe(item.path.name, name, _params(item))
-            if len(cells) > 1:
-                detail = f"the test names no cell, so it speaks for all: {detail}"
-            for cell in cells:
-                evidence.append(self.path, "correctness", dict(
-                    backend=backend, cell=cell, dtype=dtype, check=nodeid,
-                    passed=outcome == "passed", detail=detail))
         print(f"\ngpu_visit: {sum(o == 'passed' for o, _ in self.outcomes.values())} passed, "
               f"{sum(o == 'failed' for o, _ in self.outcomes.values())} failed, "
               f"{len(self.skips)} skipped (no record)")
         # Failed tests are findings, recorded above; the stage itself failed only when a
         # file could not be collected (pytest exits 1 for either).
-        if session.exitstatus == pytest.ExitCode.TESTS_FAILED and not self.broken:
+        if self.out_of_time:
+            session.exitstatus = stages.EXIT_BUDGET
+        elif session.exitstatus == pytest.ExitCode.TESTS_FAILED and not self.broken:
             session.exitstatus = pytest.ExitCode.OK
         reasons: dict[str, int] = {}
         for line in self.skips:
@@ -168,6 +183,7 @@ class Recorder:
             reasons[reason] = reasons.get(reason, 0) + 1
         for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
             print(f"  skipped {count}: {reason}")
+
 
 def pytest_configure(config):
     mode = os.environ.get("GPU_VISIT_SELECT", "gpu")
