@@ -23,6 +23,10 @@ namespace fastrnn {
 
 // Threads per CTA: one CTA per SM, so 16 warps to hide L2 latency; at most 128 registers each.
 constexpr int kThreads = 512;
+// The kernels' __launch_bounds__ minimum: one CTA per SM. Stated, not left to the default:
+// with `__launch_bounds__(512)` alone, CUDA 13's ptxas capped the kernels at 64 registers and
+// spilled (the LSTM forward kernels, .ci/compile_cuda.sh's check); with 1 it may use 128.
+constexpr int kMinCtasPerSm = 1;
 
 // ---- scalar types ------------------------------------------------------------------------
 template <ScalarKind S>

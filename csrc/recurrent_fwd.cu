@@ -229,7 +229,7 @@ __device__ __forceinline__ void forward_loop(const RecurrentParams& p, const Pla
 
 #ifndef FASTRNN_EMULATE  // csrc/emulation/host_emulation.cpp runs forward_loop on host threads
 template <class Cell, class T, bool kCoop>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm)
     forward_kernel(RecurrentParams p, Plan plan, int64_t s_begin, int64_t s_end, int phase) {
   extern __shared__ __align__(16) unsigned char smem[];
   // Split-K scratch (see BlockSplit): G partial sums per thread.
