@@ -193,6 +193,32 @@ def test_reasons():
     assert not triton.unsupported_reasons(Problem(**lstm, device=here))
 
 
+def test_interpreter_rounds_bfloat16_to_nearest_like_the_gpu():
+    """A kernel's float32 -> bfloat16 store rounds to nearest even under the interpreter, as
+    cvt.rn does on the GPU (the interpreter truncated: see ``interpreter_fix``), and a loop over
+    a scalar argument runs (``range(n)``: Triton 3.6 with NumPy >= 2.4 failed there)."""
+    _triton(torch.bfloat16)
+    if DEVICE != "cpu":
+        pytest.skip("checks Triton's interpreter; the GPU rounds in hardware")
+    import triton
+    import triton.language as tl
+
+    from fastrnn.backends.triton import launch  # noqa: F401  (installs the fixes, as in use)
+
+    @triton.jit
+    def to_bf16(src, dst, n, BLOCK: tl.constexpr):
+        for start in range(0, n, BLOCK):
+            at = start + tl.arange(0, BLOCK)
+            tl.store(dst + at, tl.load(src + at, mask=at < n).to(tl.bfloat16), mask=at < n)
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1000, generator=gen) * torch.logspace(-30, 30, 1000)
+    x[:4] = torch.tensor([1 + 3 * 2.0 ** -9, -(1 + 2.0 ** -8), float("inf"), 3.4e38])
+    out = torch.empty(1000, dtype=torch.bfloat16)
+    to_bf16[(1,)](x, out, 1000, BLOCK=256)
+    assert torch.equal(out, x.to(torch.bfloat16))
+
+
 def test_cpu_needs_the_interpreter(monkeypatch):
     triton = _triton()
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
