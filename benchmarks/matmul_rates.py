@@ -98,7 +98,7 @@ def _reps(fn, args, seconds):
 
 
 def _case(rows, k, n, threads, pool, rounds, seconds):
-    """Medians of GFLOP/s: (in place, packed, torch.mm)."""
+    """GFLOP/s of (in place, packed, torch.mm), each as (median, best) over the rounds."""
     rng = np.random.default_rng(rows + k + n)
     a = rng.standard_normal((rows, k)).astype(np.float32)
     b = rng.standard_normal((k, n)).astype(np.float32)
@@ -124,11 +124,11 @@ def _case(rows, k, n, threads, pool, rounds, seconds):
     for _ in range(rounds):
         for name, (fn, h) in runs.items():
             rates[name].append(flop / _timed(fn, pool, h, reps[name]) / 1e9)
-    return tuple(statistics.median(rates[name]) for name in runs)
+    return tuple((statistics.median(rates[name]), max(rates[name])) for name in runs)
 
 
 def _peak(threads, size=2048, rounds=7):
-    """torch.mm of (size, size) @ (size, size) float32, GFLOP/s (median)."""
+    """torch.mm of (size, size) @ (size, size) float32, GFLOP/s (median, best)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(size, size), torch.randn(size, size)
     out = torch.empty(size, size)
@@ -138,7 +138,7 @@ def _peak(threads, size=2048, rounds=7):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
         rates.append(2.0 * size ** 3 / (time.perf_counter() - start) / 1e9)
-    return statistics.median(rates)
+    return statistics.median(rates), max(rates)
 
 
 def _commit():
@@ -165,10 +165,12 @@ def main():
              f"`{machine.describe()}`; tile: {vector_tile.ACTIVE}",
              f"command: `python benchmarks/matmul_rates.py {' '.join(sys.argv[1:])}`",
              "(the machine may be shared: medians of alternating rounds, compare within a row)",
+             f"load average at the start: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)",
              ""]
     peaks = {t: _peak(t) for t in (1, 2)}
-    lines += [f"SGEMM rate (torch.mm 2048^3 float32): 1 thread {peaks[1]:.1f} GFLOP/s, "
-              f"2 threads {peaks[2]:.1f} GFLOP/s", ""]
+    lines += [f"SGEMM rate (torch.mm 2048^3 float32), GFLOP/s median (best): 1 thread "
+              f"{peaks[1][0]:.1f} ({peaks[1][1]:.1f}), 2 threads {peaks[2][0]:.1f} "
+              f"({peaks[2][1]:.1f})", ""]
     lines += ["| product | rows | K | N | threads | in place | packed | torch.mm | packed / SGEMM |",
               "|---|---|---|---|---|---|---|---|---|"]
     cases = []
@@ -178,12 +180,16 @@ def main():
             cases += [(kind, rows, k, n, 2) for rows in (32, 64)]
     for kind, rows, k, n, threads in cases:
         inplace, packed, ref = _case(rows, k, n, threads, pool, args.rounds, args.seconds)
-        line = (f"| {kind} | {rows} | {k} | {n} | {threads} | {inplace:.1f} | {packed:.1f} | "
-                f"{ref:.1f} | {100 * packed / peaks[threads]:.0f}% |")
+        cells = " | ".join(f"{median:.1f} ({best:.1f})" for median, best in (inplace, packed, ref))
+        line = (f"| {kind} | {rows} | {k} | {n} | {threads} | {cells} | "
+                f"{100 * packed[0] / peaks[threads][0]:.0f}% ({100 * packed[1] / peaks[threads][1]:.0f}%) |")
         print(line, flush=True)
         lines.append(line)
-    lines += ["", "GFLOP/s (2 x rows x K x N per call); rows: the whole product (two threads: "
-              "each computes half of them, as the numba loops split a batch)."]
+    lines += ["", "GFLOP/s (2 x rows x K x N per call), median (best) over the rounds; the last "
+              "column: packed against the SGEMM rate, median to median (best to best). "
+              "rows: the whole product (two threads: "
+              "each computes half of them, as the numba loops split a batch). "
+              f"Load average at the end: {os.getloadavg()[0]:.1f}."]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -31,8 +31,8 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 import numpy as np
 from numba import njit
 
-from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, ROWS, VECTORS, WIDE, tile_narrow,
-                          tile_wide)
+from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, ROWS, VECTORS, WIDE, row_narrow,
+                          row_wide, tile_narrow, tile_wide)
 
 # Output columns per panel of the plain kernels: 8 rows of a panel of ``out`` (16 KB in
 # float32) stay in L1 over the whole k loop, and its block of b (K x PANEL) in L2 across rows.
@@ -187,9 +187,10 @@ def _plain(a, b, out, r0, r1, j0, j1):
 
 
 @njit(**_OPTS)
-def _tile_panel(wide, a, b_at, ldb, o_at, ldo, rows):
-    """One panel of tile columns: out (rows, span) = a[:rows] @ b (K, span) for rows a multiple
-    of ROWS, k in blocks of DEPTH; b and out given as addresses and row strides (elements)."""
+def _tile_panel(wide, a, b_at, ldb, o_at, ldo, tiled, rows):
+    """One panel of tile columns: out[:rows] (rows, span) = a[:rows] @ b (K, span), rows below
+    ``tiled`` (a multiple of ROWS) in whole tiles, the rest (packed b only) in one-row tiles;
+    k in blocks of DEPTH; b and out given as addresses and row strides (elements)."""
     size = a.itemsize
     K = a.shape[1]
     a_row = a.strides[0] // size
@@ -198,13 +199,20 @@ def _tile_panel(wide, a, b_at, ldb, o_at, ldo, rows):
     for k0 in range(0, K, DEPTH):
         depth = min(DEPTH, K - k0)
         b_k = b_at + k0 * ldb * size
-        for r in range(0, rows, ROWS):
+        for r in range(0, tiled, ROWS):
             a_at = a0 + (r * a_row + k0 * a_col) * size
             out_at = o_at + r * ldo * size
             if wide:
                 tile_wide(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
             else:
                 tile_narrow(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+        for r in range(tiled, rows):
+            a_at = a0 + (r * a_row + k0 * a_col) * size
+            out_at = o_at + r * ldo * size
+            if wide:
+                row_wide(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+            else:
+                row_narrow(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
 
 
 @njit(**_OPTS)
@@ -267,7 +275,7 @@ def matmul_into(a, b, out):
             if kind == 0:
                 break
             _tile_panel(kind == 2, a, b.ctypes.data + j0 * size, ldb,
-                        out.ctypes.data + j0 * size, ldo, tiled)
+                        out.ctypes.data + j0 * size, ldo, tiled, tiled)
             done = j0 + plan[p, 1]
     _plain(a, b, out, 0, tiled, done, N)
     _plain(a, b, out, tiled, M, 0, N)
@@ -295,8 +303,9 @@ def pack_b(b):
 def matmul_packed_into(a, packed, out):
     """out (M,N) = a (M,K) @ b (K,N) with packed = pack_b(b) (K*N,) (same dtype; out must not
     alias a/packed). ``a`` may have any strides; tiles need contiguous rows of out (elsewhere
-    the plain kernels do all of it). Same tiles and plain kernels as ``matmul_into``; pays
-    where a has at least ROWS rows (the plain kernels' column panels here are a tile wide)."""
+    the plain kernels do all of it). Whole ROWS-row blocks go through the same tiles as in
+    ``matmul_into``, the last M % ROWS rows through one-row tiles, the columns short of a tile
+    through the plain kernels."""
     M = a.shape[0]
     K = a.shape[1]
     N = out.shape[1]
@@ -305,22 +314,18 @@ def matmul_packed_into(a, packed, out):
         raise ValueError("matmul_packed_into: packed must be pack_b(b) of b (K, N) with K = "
                          "a.shape[1] and N = out.shape[1] (K*N elements)")
     out[:, :] = 0
-    tiled = M - M % ROWS
-    if not TILES or out.strides[1] != size:
-        tiled = 0
+    tiles = TILES and out.strides[1] == size
     ldo = out.strides[0] // size
     plan = _panels(N, size)
     off = 0
     for p in range(plan.shape[0]):
         j0, width, kind = plan[p, 0], plan[p, 1], plan[p, 2]
         block = packed[off:off + K * width].reshape((K, width))
-        columns = out[:, j0:j0 + width]
-        rest = 0
-        if kind > 0 and tiled > 0:
+        if kind > 0 and tiles:
             _tile_panel(kind == 2, a, block.ctypes.data, width, out.ctypes.data + j0 * size, ldo,
-                        tiled)
-            rest = tiled
-        _plain(a, block, columns, rest, M, 0, width)
+                        M - M % ROWS, M)
+        else:
+            _plain(a, block, out[:, j0:j0 + width], 0, M, 0, width)
         off += K * width
 
 

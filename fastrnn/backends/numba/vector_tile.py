@@ -11,7 +11,7 @@ output is stored once.
 Which tile: one per ISA class (``SHAPES``, keyed by ``fastrnn.machine.cpu_isa()``), sized so
 that its accumulators, the V vectors of b and one broadcast of a fit the class's vector
 registers without spilling. ``ROWS``, ``VECTORS``, ``WIDE`` and ``DEPTH`` are the active
-class's; ``tile_wide`` / ``tile_narrow`` its two tiles. ``make_tile`` builds any shape (tests build the other
+class's; ``tile_wide`` / ``tile_narrow`` its two tiles (``row_*``: one row of each). ``make_tile`` builds any shape (tests build the other
 classes' shapes with it; LLVM splits vectors wider than the target's into several registers).
 
 Operands are given as element addresses plus strides in elements. ``b`` and ``out`` need
@@ -147,6 +147,10 @@ def make_tile(rows: int, vectors: int, bits: int):
     return tile
 
 
-# The active class's two tiles (module globals: a Numba kernel calls a global function object).
+# The active class's two tiles (module globals: a Numba kernel calls a global function object),
+# and their one-row forms for the rows short of a whole tile where b is packed (one load of b
+# per fused multiply-add, still no loads or stores of out inside the k loop).
 tile_wide = make_tile(ROWS, VECTORS[0], BITS)
 tile_narrow = make_tile(ROWS, VECTORS[1], BITS)
+row_wide = make_tile(1, VECTORS[0], BITS)
+row_narrow = make_tile(1, VECTORS[1], BITS)
