@@ -26,7 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The package beside this file, and the repository root: on a fresh GPU machine fastrnn is
+# not installed before the build stage, and the workers import it from the root too.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 from gpu_visit import evidence, plan, report, stages  # noqa: E402
 
@@ -80,17 +82,22 @@ def main(argv=None) -> int:
            "correctness": [], "sanitizer": [], "results": [], "stages": []}
     with tempfile.TemporaryDirectory(prefix="gpu_visit_") as work, \
             open(out_dir / "visit-log.txt", "w") as full_log:
-        for stage in todo:
-            print(f"== {stage.name} (budget {stage.budget_s:.0f} s, "
-                  f"{deadline - time.monotonic():.0f} s left in the visit)", flush=True)
-            record, records, log = stages.run(stage, Path(work), deadline - time.monotonic())
-            print(f"   {record['status']} in {record['seconds']} s", flush=True)
-            doc["stages"].append(record)
-            for kind in evidence.KINDS:
-                doc[kind] += records[kind]
-            full_log.write(f"===== {stage.name}: {record['status']} in {record['seconds']} s\n")
-            full_log.write(log.read_text(errors="replace") if log.exists()
-                           else (record["log"] + "\n"))
+        for group in plan.groups(todo):
+            left = deadline - time.monotonic()
+            print(f"== {', '.join(f'{s.name} (budget {s.budget_s:.0f} s)' for s in group)}; "
+                  f"{left:.0f} s left in the visit", flush=True)
+            started = [stages.start(stage, Path(work), left) for stage in group]
+            for running in started:
+                record, records, log = stages.wait(running)
+                print(f"   {record['name']}: {record['status']} in {record['seconds']} s",
+                      flush=True)
+                doc["stages"].append(record)
+                for kind in evidence.KINDS:
+                    doc[kind] += records[kind]
+                full_log.write(f"===== {record['name']}: {record['status']} in "
+                               f"{record['seconds']} s\n")
+                full_log.write(log.read_text(errors="replace") if log.exists()
+                               else (record["log"] + "\n"))
     problems = evidence.validate(doc)
     (out_dir / "gpu-results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out_dir / "gpu-results.md").write_text(report.markdown(doc))

@@ -198,3 +198,13 @@ def test_dry_run_of_the_driver_writes_conforming_evidence(tmp_path):
     assert (tmp_path / "gpu-results.md").exists() and (tmp_path / "visit-log.txt").exists()
     tail = proc.stdout.strip().splitlines()[-6:]  # the short table comes last
     assert any(line.startswith("triton") and "training" in line for line in tail), tail
+
+
+def test_checks_run_together_and_timed_stages_alone():
+    from gpu_visit import plan
+
+    names = [[s.name for s in g] for g in plan.groups(plan.stages(False, {}, set()))]
+    assert names == [["build"], ["tests", "modules", "sanitizer"], ["grid"], ["flashrnn"]]
+    budget = plan.GPU_BUDGETS
+    wall = budget["build"] + max(budget[n] for n in names[1]) + budget["grid"] + budget["flashrnn"]
+    assert wall <= plan.GPU_TOTAL_S <= 480 - 5  # 8 minutes, the report written inside them

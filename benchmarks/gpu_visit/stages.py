@@ -25,12 +25,14 @@ LOG_TAIL_CHARS = 3000
 
 @dataclass
 class Stage:
-    """One stage: ``argv`` run from the repository root, or skipped for ``skip_reason``."""
+    """One stage: ``argv`` run from the repository root, or skipped for ``skip_reason``.
+    Consecutive stages of one ``group`` run at the same time (checks that time nothing)."""
     name: str
     argv: list[str] | None
     budget_s: float
     env: dict = field(default_factory=dict)
     skip_reason: str | None = None
+    group: str | None = None
 
 
 def time_left() -> float:
@@ -66,40 +68,60 @@ def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
     return text if len(text) <= chars else "[...]\n" + text[-chars:]
 
 
-def run(stage: Stage, workdir: Path, seconds_left: float, root: Path = evidence.ROOT):
-    """Run ``stage`` for at most ``min(stage.budget_s, seconds_left)`` seconds.
+@dataclass
+class Running:
+    """A started stage: wait() on it for its result."""
+    stage: Stage
+    proc: subprocess.Popen | None
+    log: Path
+    records: Path
+    limit: float
+    started: float
+    result: tuple | None = None  # set at once for a stage that never started
 
-    Returns (stage record for the evidence file, records by kind, path of the full log).
-    """
+
+def start(stage: Stage, workdir: Path, seconds_left: float,
+          root: Path = evidence.ROOT) -> Running:
+    """Start ``stage`` with at most ``min(stage.budget_s, seconds_left)`` seconds to run."""
     log = workdir / f"{stage.name}.log"
     records = workdir / f"{stage.name}.jsonl"
-    if stage.skip_reason is not None:
-        return (dict(name=stage.name, seconds=0.0, status="skipped", log=stage.skip_reason),
-                evidence.read(records), log)
     limit = min(stage.budget_s, seconds_left)
-    if limit <= 1:
+    running = Running(stage, None, log, records, limit, time.monotonic())
+    reason = stage.skip_reason
+    if reason is None and limit <= 1:
         reason = f"no time left in the visit's total budget ({seconds_left:.0f} s)"
-        return (dict(name=stage.name, seconds=0.0, status="skipped", log=reason),
-                evidence.read(records), log)
+    if reason is not None:
+        running.result = (dict(name=stage.name, seconds=0.0, status="skipped", log=reason),
+                          evidence.read(records), log)
+        return running
     env = dict(os.environ)
     env.update(stage.env)
     env["GPU_VISIT_RECORDS"] = str(records)
     env["GPU_VISIT_DEADLINE"] = str(time.time() + max(limit - SOFT_MARGIN_S, limit / 2))
     env["PYTHONUNBUFFERED"] = "1"
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(stage.argv, cwd=root, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout=limit)
-            killed = False
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            code, killed = proc.returncode, True
-    seconds = round(time.monotonic() - start, 1)
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        running.proc = subprocess.Popen(stage.argv, cwd=root, env=env, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+    return running
+
+
+def wait(running: Running):
+    """Wait for a started stage until its limit, killing it there.
+
+    Returns (stage record for the evidence file, records by kind, path of the full log).
+    """
+    if running.result is not None:
+        return running.result
+    proc, limit = running.proc, running.limit
+    try:
+        code = proc.wait(timeout=max(0.0, running.started + limit - time.monotonic()))
+        killed = False
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        code, killed = proc.returncode, True
+    seconds = round(time.monotonic() - running.started, 1)
     if killed:
-        status = "timeout"
-        note = f"killed at its budget of {limit:.0f} s"
+        status, note = "timeout", f"killed at its budget of {limit:.0f} s"
     elif code == 0:
         status, note = "ok", None
     elif code == EXIT_SKIPPED:
@@ -108,8 +130,13 @@ def run(stage: Stage, workdir: Path, seconds_left: float, root: Path = evidence.
         status, note = "timeout", f"stopped itself near its budget of {limit:.0f} s"
     else:
         status, note = "failed", f"exit status {code}"
-    text = _tail(log)
+    text = _tail(running.log)
     if note:
         text = f"{note}\n{text}"
-    return dict(name=stage.name, seconds=seconds, status=status, log=text), \
-        evidence.read(records), log
+    return (dict(name=running.stage.name, seconds=seconds, status=status, log=text),
+            evidence.read(running.records), running.log)
+
+
+def run(stage: Stage, workdir: Path, seconds_left: float, root: Path = evidence.ROOT):
+    """Run ``stage`` to its end or its limit; see ``wait`` for what it returns."""
+    return wait(start(stage, workdir, seconds_left, root))
