@@ -31,7 +31,10 @@ trap 'cleanup FAILED' ERR
 # The README's CUDA build command (FASTRNN_BUILD_CUDA=1: a build that cannot happen fails
 # loudly instead of installing pure Python), with the test extras:
 pip install -q "torch==2.11.0" wheel ninja
-FASTRNN_BUILD_CUDA=1 pip install -q --no-build-isolation -e ".[test]"
+# (-v and a log: the log shows what setup.py decided, e.g. the CUDA_HOME it asked nvcc for)
+FASTRNN_BUILD_CUDA=1 pip install -v --no-build-isolation -e ".[test]" > "$VENV/build.log" 2>&1 \
+  || { tail -n 60 "$VENV/build.log"; echo "cuda_build: the build failed (log: $VENV/build.log)" >&2; false; }
+grep -E '^ *fastrnn: ' "$VENV/build.log" || true
 
 python - <<'EOF'
 import torch, triton
