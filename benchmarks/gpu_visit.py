@@ -87,8 +87,7 @@ def main(argv=None) -> int:
             print(f"== {', '.join(f'{s.name} (budget {s.budget_s:.0f} s)' for s in group)}; "
                   f"{left:.0f} s left in the visit", flush=True)
             started = [stages.start(stage, Path(work), left) for stage in group]
-            for running in started:
-                record, records, log = stages.wait(running)
+            for record, records, log in stages.wait_all(started):
                 print(f"   {record['name']}: {record['status']} in {record['seconds']} s",
                       flush=True)
                 doc["stages"].append(record)

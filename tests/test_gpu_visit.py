@@ -208,3 +208,14 @@ def test_checks_run_together_and_timed_stages_alone():
     budget = plan.GPU_BUDGETS
     wall = budget["build"] + max(budget[n] for n in names[1]) + budget["grid"] + budget["flashrnn"]
     assert wall <= plan.GPU_TOTAL_S <= 480 - 5  # 8 minutes, the report written inside them
+
+
+def test_stages_of_a_group_run_at_once_and_each_keeps_its_own_time(tmp_path):
+    def sleeper(name, seconds, budget):
+        return stages.Stage(name, [sys.executable, "-c", f"import time; time.sleep({seconds})"],
+                            budget)
+    group = [sleeper("slow", 60, 6), sleeper("quick", 0, 60)]
+    results = stages.wait_all([stages.start(s, tmp_path, 100.0) for s in group])
+    (slow, _, _), (quick, _, _) = results
+    assert slow["status"] == "timeout" and quick["status"] == "ok"
+    assert quick["seconds"] < slow["seconds"], (quick, slow)  # its end, not when it was read

@@ -70,7 +70,7 @@ def _tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
 
 @dataclass
 class Running:
-    """A started stage: wait() on it for its result."""
+    """A started stage: ``wait_all`` on it for its result."""
     stage: Stage
     proc: subprocess.Popen | None
     log: Path
@@ -105,21 +105,8 @@ def start(stage: Stage, workdir: Path, seconds_left: float,
     return running
 
 
-def wait(running: Running):
-    """Wait for a started stage until its limit, killing it there.
-
-    Returns (stage record for the evidence file, records by kind, path of the full log).
-    """
-    if running.result is not None:
-        return running.result
-    proc, limit = running.proc, running.limit
-    try:
-        code = proc.wait(timeout=max(0.0, running.started + limit - time.monotonic()))
-        killed = False
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
-        code, killed = proc.returncode, True
-    seconds = round(time.monotonic() - running.started, 1)
+def _finish(running: Running, code: int | None, killed: bool, ended: float):
+    limit = running.limit
     if killed:
         status, note = "timeout", f"killed at its budget of {limit:.0f} s"
     elif code == 0:
@@ -133,10 +120,32 @@ def wait(running: Running):
     text = _tail(running.log)
     if note:
         text = f"{note}\n{text}"
+    seconds = round(ended - running.started, 1)
     return (dict(name=running.stage.name, seconds=seconds, status=status, log=text),
             evidence.read(running.records), running.log)
 
 
+def wait_all(group: list[Running], poll_s: float = 0.2) -> list[tuple]:
+    """Wait for started stages together, each until its own limit (killed there), noting when
+    each ended. Returns, in order, (stage record for the evidence file, records by kind, path
+    of the full log) per stage."""
+    results: dict[int, tuple] = {i: r.result for i, r in enumerate(group) if r.result}
+    while len(results) < len(group):
+        for i, running in enumerate(group):
+            if i in results:
+                continue
+            code = running.proc.poll()
+            now = time.monotonic()
+            if code is not None:
+                results[i] = _finish(running, code, False, now)
+            elif now - running.started >= running.limit:
+                _kill_group(running.proc)
+                results[i] = _finish(running, running.proc.returncode, True, time.monotonic())
+        if len(results) < len(group):
+            time.sleep(poll_s)
+    return [results[i] for i in range(len(group))]
+
+
 def run(stage: Stage, workdir: Path, seconds_left: float, root: Path = evidence.ROOT):
-    """Run ``stage`` to its end or its limit; see ``wait`` for what it returns."""
-    return wait(start(stage, workdir, seconds_left, root))
+    """Run ``stage`` to its end or its limit; see ``wait_all`` for what it returns."""
+    return wait_all([start(stage, workdir, seconds_left, root)])[0]
