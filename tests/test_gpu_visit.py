@@ -219,3 +219,42 @@ def test_stages_of_a_group_run_at_once_and_each_keeps_its_own_time(tmp_path):
     (slow, _, _), (quick, _, _) = results
     assert slow["status"] == "timeout" and quick["status"] == "ok"
     assert quick["seconds"] < slow["seconds"], (quick, slow)  # its end, not when it was read
+
+
+FAKE_SANITIZER = """#!{python}
+import sys, time
+args = sys.argv[1:]
+tool, backend = args[args.index("--tool") + 1], args[args.index("--backend") + 1]
+print("========= COMPUTE-SANITIZER", flush=True)
+if tool == "memcheck" and backend == "cuda":
+    time.sleep(100)  # a hang: the worker must end it and record nothing for this run
+for cell in ("rnn_tanh", "rnn_relu", "lstm", "gru"):
+    print("{start}" + cell)
+    if cell == "gru" and tool == "racecheck":
+        print("========= Error: Race reported between Write access and Read access")
+        print("=========     in kernel forward")
+    print("{done}" + cell)
+print("========= ERROR SUMMARY: 0 errors")
+"""
+
+
+def test_sanitizer_stage_records_each_run_and_survives_a_hang(tmp_path, monkeypatch):
+    import fastrnn
+    import time
+
+    fake = tmp_path / "bin" / "compute-sanitizer"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SANITIZER.format(python=sys.executable, start=sanitizer.START,
+                                          done=sanitizer.DONE))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(fastrnn, "available_backends", lambda device: {"cuda": [], "triton": []})
+    records = tmp_path / "r.jsonl"
+    monkeypatch.setenv("GPU_VISIT_RECORDS", str(records))
+    monkeypatch.setenv("GPU_VISIT_DEADLINE", str(time.time() + 24))
+    assert sanitizer.run(dry_run=False) == stages.EXIT_BUDGET  # the hung run timed out
+    got = {(r["tool"], r["backend"], r["cell"]): r["passed"]
+           for r in evidence.read(records)["sanitizer"]}
+    assert len(got) == 12 and ("memcheck", "cuda", "lstm") not in got
+    assert got[("racecheck", "cuda", "gru")] is False and got[("racecheck", "triton", "gru")] is False
+    assert all(passed for key, passed in got.items() if key[2] != "gru" or key[0] == "memcheck")

@@ -18,7 +18,7 @@ from gpu_visit import evidence
 from gpu_visit.stages import Stage
 
 ORDER = ("build", "tests", "modules", "sanitizer", "grid", "flashrnn")
-GPU_BUDGETS = {"build": 130, "tests": 140, "modules": 100, "sanitizer": 120, "grid": 150,
+GPU_BUDGETS = {"build": 130, "tests": 140, "modules": 100, "sanitizer": 140, "grid": 150,
                "flashrnn": 50}
 DRY_BUDGETS = {"build": 150, "tests": 120, "modules": 120, "sanitizer": 120, "grid": 120,
                "flashrnn": 60}

@@ -49,7 +49,7 @@ def records_path() -> str:
     return path
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     """SIGTERM the stage's process group (the worker and whatever it started), then SIGKILL."""
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         try:
@@ -139,7 +139,7 @@ def wait_all(group: list[Running], poll_s: float = 0.2) -> list[tuple]:
             if code is not None:
                 results[i] = _finish(running, code, False, now)
             elif now - running.started >= running.limit:
-                _kill_group(running.proc)
+                kill_group(running.proc)
                 results[i] = _finish(running, running.proc.returncode, True, time.monotonic())
         if len(results) < len(group):
             time.sleep(poll_s)
