@@ -31,12 +31,14 @@ class CellMixin(BackendMixin):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
         return "rnn_" + self.nonlinearity
 
-    def _check(self, input, states, given_hx):
-        """torch.nn's checks, made in C++ there; any failure re-raised by torch itself."""
-        args = (self, input, given_hx)
+    def _check(self, input, states, given_input, given_hx):
+        """torch.nn's checks, made in C++ there; any failure re-raised by torch itself (on the
+        call's own arguments: ``input`` is the batched view)."""
+        args = (self, given_input, given_hx)
         bad = input.size(1) != self.input_size or any(
             s.size(0) != input.size(0) or s.size(1) != self.hidden_size for s in states)
         bad = bad or any(s.dtype != input.dtype or s.device != input.device for s in states)
+        bad = bad or (isinstance(self, nn.LSTMCell) and len(states) != 2)
         bad = bad or any(p.device != input.device for p in self.parameters())
         bad = bad or (input.dtype != self.weight_ih.dtype
                       and not torch.is_autocast_enabled(input.device.type))
@@ -75,7 +77,7 @@ class CellMixin(BackendMixin):
         else:
             states = [s if batched else s.unsqueeze(0) for s in (hx if is_lstm else (hx,))]
         if not torch.compiler.is_compiling():
-            self._check(x, states, hx)
+            self._check(x, states, input, hx)
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         ctor = ((2, 3), {"nonlinearity": "relu"} if cell == "rnn_relu" else {})
         compute = autocast_compute_dtype(self, self._torch_class, *ctor, x.dtype, False,

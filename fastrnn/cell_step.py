@@ -27,7 +27,7 @@ from torch import Tensor
 
 from fastrnn import dispatch
 from fastrnn.cells import CELLS
-from fastrnn.eager import route as eager_route
+from fastrnn.eager import only_eager_sees
 
 _NATIVE = (torch.float32, torch.float64)
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
@@ -35,59 +35,83 @@ _NP = {torch.float32: np.float32, torch.float64: np.float64}
 _WS = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 5, "gru": 4}
 _EMPTY = {d: np.empty((0, 0), dtype=n) for d, n in _NP.items()}
 _EMPTY1 = {d: np.empty(0, dtype=n) for d, n in _NP.items()}
+_CODES = {name: spec.code for name, spec in CELLS.items()}
+
+
+_LOADED = []
 
 
 def _kernels():
-    from fastrnn.backends.numba import cell_step  # numba loads on first use
-    return cell_step
+    """fastrnn.backends.numba.cell_step, imported on first use (numba loads then)."""
+    if not _LOADED:
+        from fastrnn.backends.numba import cell_step
+        _LOADED.append(cell_step)
+    return _LOADED[0]
 
 
 def _backend(module, cell: str, x: Tensor, batch: int, grad: bool) -> str:
     """``module.backend`` resolved for this call, as ``BackendMixin._choose`` would: the same
     ``dispatch.choose_module_backend``, memoised under a shorter key in dispatch's own dict (so
-    that ``dispatch.clear_caches`` forgets it too)."""
-    key = ("cell-step", module.backend, cell, x.dtype, batch, module.hidden_size, grad,
-           module.training, os.environ.get(dispatch.ENV_VAR))
-    backend = dispatch._module_choices.get(key)
-    if backend is None:
-        backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
-        dispatch._module_choices[key] = backend
-    return backend
+    that ``dispatch.clear_caches`` forgets it too). FASTRNN_BACKEND only matters to 'auto'."""
+    backend = module.backend
+    env = os.environ.get(dispatch.ENV_VAR) if backend == "auto" else None
+    key = ("cell-step", backend, cell, x.dtype, batch, module.hidden_size, grad,
+           module.training, env)
+    choice = dispatch._module_choices.get(key)
+    if choice is None:
+        choice = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+        dispatch._module_choices[key] = choice
+    return choice
 
 
-def _weights(module, dtype: torch.dtype):
+def _weights(params: dict, dtype: torch.dtype, module):
     """The numpy views (w_ih, w_hh, b_ih, b_hh) of the module's parameters (size-0 arrays for
     absent biases), cached on the module while no parameter's storage, version or dtype
-    changed; None when a parameter cannot be viewed (not contiguous, wrong dtype/device)."""
-    params = (module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh)
-    key = tuple((p.data_ptr(), p._version) if p is not None else None for p in params)
+    changed; None when a parameter cannot be viewed (not contiguous, not a plain CPU
+    Parameter of ``dtype``)."""
+    w_ih, w_hh, b_ih, b_hh = (params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                              params["bias_hh"])
+    key = (w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version, dtype,
+           None if b_ih is None else (b_ih.data_ptr(), b_ih._version, b_hh.data_ptr(),
+                                      b_hh._version))
     cached = module.__dict__.get("_fastrnn_step_weights")
-    if cached is not None and cached[0] == key and cached[1] == dtype:
-        return cached[2]
+    if cached is not None and cached[0] == key:
+        return cached[1]
     views = []
-    for p in params:
+    for p in (w_ih, w_hh, b_ih, b_hh):
         if p is None:
             views.append(_EMPTY1[dtype])
-        elif p.dtype != dtype or p.device.type != "cpu" or not p.is_contiguous():
+        elif (type(p) not in (Tensor, torch.nn.Parameter) or p.dtype != dtype
+              or not p.is_cpu or not p.is_contiguous()):
             return None
         else:
             views.append(p.detach().numpy())
-    module.__dict__["_fastrnn_step_weights"] = (key, dtype, tuple(views))
+    module.__dict__["_fastrnn_step_weights"] = (key, tuple(views), None)
     return tuple(views)
 
 
-def _valid_states(module, hx, is_lstm: bool, batched: bool, input: Tensor):
-    """hx as a tuple of state tensors when each has the shape, dtype and device this call
-    needs; None when something is off (the general path then raises torch.nn's error)."""
+def _transposed(module, cached):
+    """W_ih^T, W_hh^T as contiguous copies, made on the first no-grad call after the weights
+    changed and kept with their views (inference reuses them for every call)."""
+    w_ih, w_hh = cached[1][:2]
+    pair = (np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T))
+    module.__dict__["_fastrnn_step_weights"] = (cached[0], cached[1], pair)
+    return pair
+
+
+def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
+    """hx as a tuple of state tensors when each is a plain CPU tensor of the shape and dtype
+    this call needs; None when something is off (the general path then raises torch.nn's
+    error)."""
     if hx is None:
         return ()
-    states = hx if is_lstm else (hx,)
     if is_lstm and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
         return None
-    want = (input.size(0), module.hidden_size) if batched else (module.hidden_size,)
+    states = hx if is_lstm else (hx,)
+    want = (input.size(0), hidden) if batched else (hidden,)
+    dtype = input.dtype
     for s in states:
-        if (type(s) is not Tensor or s.shape != want or s.dtype != input.dtype
-                or s.device != input.device):
+        if type(s) is not Tensor or s.shape != want or s.dtype != dtype or not s.is_cpu:
             return None
     return states
 
@@ -95,29 +119,28 @@ def _valid_states(module, hx, is_lstm: bool, batched: bool, input: Tensor):
 def cell_route(module, input, hx) -> str:
     """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
     'step_function' or 'layer'."""
-    if type(input) is not Tensor or input.dim() not in (1, 2):
+    if type(input) is not Tensor:
+        return "layer"
+    dim = input.dim()
+    if dim != 2 and dim != 1:
         return "layer"
     cell = module._cell_name()
-    batched = input.dim() == 2
-    batch = input.size(0) if batched else 1
-    states = _valid_states(module, hx, cell == "lstm", batched, input)
+    batch = input.size(0) if dim == 2 else 1
+    states = _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input)
     if states is None or batch == 0:
         return "layer"
+    params = module._parameters
     grad = torch.is_grad_enabled() and (
-        input.requires_grad or module.weight_ih.requires_grad or module.weight_hh.requires_grad
+        input.requires_grad or any(p is not None and p.requires_grad for p in params.values())
         or any(s.requires_grad for s in states))
     backend = _backend(module, cell, input, batch, grad)
     if backend == "native":
         return "native"
-    if (backend != "numba" or input.dtype not in _NATIVE or input.device.type != "cpu"
+    if (backend != "numba" or not input.is_cpu or input.dtype not in _NATIVE
             or input.size(-1) != module.input_size or torch.is_autocast_enabled("cpu")
-            or _weights(module, input.dtype) is None):
+            or _weights(params, input.dtype, module) is None or not only_eager_sees()):
         return "layer"
-    way = eager_route(input, module.weight_ih, module.weight_hh, module.bias_ih,
-                      module.bias_hh, *states)
-    if way == "direct":
-        return "step"
-    return "step_function" if way == "function" else "layer"
+    return "step_function" if grad else "step"
 
 
 def _array(t: Tensor):
@@ -129,7 +152,8 @@ def _array(t: Tensor):
 
 
 def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
-    """Run the fused forward; returns (outputs as tensors, the kernel's arrays)."""
+    """Run the fused forward on the weights ``cell_route`` just cached; returns (h', c' or
+    None, the kernel's arrays)."""
     dtype = x.dtype
     hidden = module.hidden_size
     is_lstm = cell == "lstm"
@@ -141,17 +165,28 @@ def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
         ha, ca = _array(hx[0]), _array(hx[1])
     else:
         ha = ca = _array(hx)
-    w_ih, w_hh, b_ih, b_hh = _weights(module, dtype)
-    slabs = 2 if is_lstm else 1
-    out = np.empty((slabs, batch, hidden), dtype=_NP[dtype])
+    cached = module.__dict__["_fastrnn_step_weights"]
+    w_ih, w_hh, b_ih, b_hh = cached[1]
+    if need_ws:  # training: the weights change every optimizer step, read them in place
+        wt_ih = wt_hh = _EMPTY[dtype]
+    else:
+        wt_ih, wt_hh = cached[2] if cached[2] is not None else _transposed(module, cached)
     ws = (np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if need_ws and _WS[cell]
           else _EMPTY[dtype])
-    _kernels().forward(CELLS[cell].code, xa, ha, ca, w_ih, w_hh, b_ih, b_hh, out[0],
-                       out[1] if is_lstm else out[0], ws)
     unbatched = x.dim() == 1
-    h = torch.from_numpy(out[0, 0] if unbatched else out[0])
-    c = (torch.from_numpy(out[1, 0] if unbatched else out[1]) if is_lstm else None)
-    return h, c, (xa, ha, ca, w_ih, w_hh, out[0], ws)
+    if is_lstm:
+        out = np.empty((2, batch, hidden), dtype=_NP[dtype])
+        h_out, c_out = out[0], out[1]
+        _kernels().forward(2, xa, ha, ca, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, ws)
+        if unbatched:
+            return torch.from_numpy(h_out[0]), torch.from_numpy(c_out[0]), (
+                xa, ha, ca, w_ih, w_hh, h_out, ws)
+        return torch.from_numpy(h_out), torch.from_numpy(c_out), (
+            xa, ha, ca, w_ih, w_hh, h_out, ws)
+    h_out = np.empty((batch, hidden), dtype=_NP[dtype])
+    _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, h_out, ws)
+    return torch.from_numpy(h_out[0] if unbatched else h_out), None, (
+        xa, ha, ca, w_ih, w_hh, h_out, ws)
 
 
 def run(module, way: str, input: Tensor, hx):
@@ -165,8 +200,9 @@ def run(module, way: str, input: Tensor, hx):
         return (h, c) if is_lstm else h
     h0 = hx[0] if is_lstm and hx is not None else hx
     c0 = hx[1] if is_lstm and hx is not None else None
-    outs = CellStep.apply(module, cell, input, h0, c0, module.weight_ih, module.weight_hh,
-                          module.bias_ih, module.bias_hh)
+    params = module._parameters
+    outs = CellStep.apply(module, cell, input, h0, c0, params["weight_ih"], params["weight_hh"],
+                          params["bias_ih"], params["bias_hh"])
     return outs if is_lstm else outs[0]
 
 
@@ -223,7 +259,7 @@ class CellStep(torch.autograd.Function):
         has_bias = b_ih is not None
         db_ih = np.empty(wa_ih.shape[0], _NP[dtype]) if has_bias and need[7] else _EMPTY1[dtype]
         db_hh = np.empty(wa_hh.shape[0], _NP[dtype]) if has_bias and need[8] else _EMPTY1[dtype]
-        _kernels().backward(CELLS[ctx.cell].code, gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
+        _kernels().backward(_CODES[ctx.cell], gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
                             dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
 
         def state(a, wanted):

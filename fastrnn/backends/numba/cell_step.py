@@ -76,18 +76,41 @@ def _xwt(x, w, bias, out):
             b += 1
 
 
+@njit(**_OPTS)
+def _add_bias(out, bias):
+    """out (B, N) += bias (N,) when it has N elements."""
+    if bias.shape[0] != out.shape[1]:
+        return
+    for b in range(out.shape[0]):
+        row = out[b]
+        for j in range(row.shape[0]):
+            row[j] += bias[j]
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
-def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
+def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, ws):
     """One step. x (B, I), h (B, H), c (B, H) (LSTM; else any array), w_ih (N, I), w_hh (N, H),
-    b_ih/b_hh (N,) or size 0, outputs h_out (B, H), c_out (B, H) (LSTM), ws (B, W*H) or
-    size 0 when nothing is saved. All of one float dtype, rows contiguous."""
+    b_ih/b_hh (N,) or size 0; wt_ih (I, N), wt_hh (H, N): the weights transposed (a copy the
+    caller keeps while the weights do not change), or size 0 to read w_ih/w_hh in place.
+    Outputs h_out (B, H), c_out (B, H) (LSTM), ws (B, W*H) or size 0 when nothing is saved.
+    All of one float dtype, rows contiguous.
+
+    Transposed, each product is a sum of rows of W^T scaled by x's entries, vectorized along
+    N with no horizontal sums (the in-place dot products spend most of their time in those
+    at small K), and whole row blocks go through matmul's register tiles."""
     B = x.shape[0]
     H = h.shape[1]
     N = w_hh.shape[0]
     gi = np.empty((B, N), dtype=x.dtype)
     gh = np.empty((B, N), dtype=x.dtype)
-    _xwt(x, w_ih, b_ih, gi)
-    _xwt(h, w_hh, b_hh, gh)
+    if wt_hh.shape[1] == N:
+        matmul_into(x, wt_ih, gi)
+        _add_bias(gi, b_ih)
+        matmul_into(h, wt_hh, gh)
+        _add_bias(gh, b_hh)
+    else:
+        _xwt(x, w_ih, b_ih, gi)
+        _xwt(h, w_hh, b_hh, gh)
     save = ws.shape[0] == B and ws.shape[1] > 0
     for b in range(B):
         a, r, ho = gi[b], gh[b], h_out[b]

@@ -1,0 +1,222 @@
+"""The cells' own fused step (fastrnn.cell_step): parity with torch.nn in float64, gradcheck and
+gradgradcheck through the modules, torch.nn's errors, and which path runs (cell_route)."""
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import fastrnn
+from fastrnn.backends.numba import cell_step as kernels
+from fastrnn.cell_step import cell_route
+from fastrnn.cells import CELLS
+
+D = torch.float64
+I, H = 5, 4
+
+CELL_KINDS = [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"}), ("LSTMCell", {}),
+              ("GRUCell", {})]
+
+
+def _pair(name, kwargs, bias=True, dtype=D):
+    torch.manual_seed(0)
+    ref = getattr(nn, name)(I, H, bias=bias, dtype=dtype, **kwargs)
+    fast = getattr(fastrnn, name)(I, H, bias=bias, dtype=dtype, backend="numba", **kwargs)
+    fast.load_state_dict(ref.state_dict())
+    return fast, ref
+
+
+def _inputs(name, batch, with_hx, dtype=D, requires_grad=True):
+    """(x, hx) with hx None, a tensor, or a pair for LSTMCell; batch None means unbatched."""
+    shape = (batch,) if batch is not None else ()
+    x = torch.randn(*shape, I, dtype=dtype, requires_grad=requires_grad)
+    if not with_hx:
+        return x, None
+
+    def state():
+        return torch.randn(*shape, H, dtype=dtype, requires_grad=requires_grad)
+    return x, ((state(), state()) if name == "LSTMCell" else state())
+
+
+def _flat(out):
+    return list(out) if isinstance(out, tuple) else [out]
+
+
+def _leaves(x, hx, module):
+    states = [] if hx is None else (list(hx) if isinstance(hx, tuple) else [hx])
+    return [x, *states, *module.parameters()]
+
+
+CASES = list(itertools.product(CELL_KINDS, (None, 1, 3, 9), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize("kind,batch,with_hx,bias", CASES)
+def test_float64_parity_forward_and_gradients(kind, batch, with_hx, bias):
+    name, kwargs = kind
+    fast, ref = _pair(name, kwargs, bias)
+    x, hx = _inputs(name, batch, with_hx)
+    assert cell_route(fast, x, hx) == "step_function"
+    got, want = _flat(fast(x, hx)), _flat(ref(x, hx))
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    seeds = [torch.randn_like(w) for w in want]
+    grads = torch.autograd.grad(got, _leaves(x, hx, fast), seeds)
+    expected = torch.autograd.grad(want, _leaves(x, hx, ref), seeds)
+    for g, w in zip(grads, expected):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        assert cell_route(fast, x, hx) == "step"
+        for g, w in zip(_flat(fast(x, hx)), want):
+            torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind,batch", list(itertools.product(CELL_KINDS, (None, 3))))
+def test_gradcheck_and_gradgradcheck(kind, batch):
+    name, kwargs = kind
+    fast, _ = _pair(name, kwargs)
+    x, hx = _inputs(name, batch, True)
+    states = list(hx) if isinstance(hx, tuple) else [hx]
+    params = list(fast.parameters())
+
+    names = ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+
+    def f(x, *rest):
+        given = rest[:len(states)]
+        hx = tuple(given) if name == "LSTMCell" else given[0]
+        # the parameters as gradcheck inputs, swapped in by functional_call
+        with torch.nn.utils.stateless._reparametrize_module(
+                fast, dict(zip(names, rest[len(states):]))):
+            assert cell_route(fast, x, hx) == "step_function"
+            return fast(x, hx)
+
+    if name == "RNNCell" and kwargs.get("nonlinearity") == "relu":
+        x = x.detach().abs().requires_grad_()  # keep relu off its kink for finite differences
+    args = (x, *states, *[p.detach().clone().requires_grad_() for p in params])
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradgradcheck(f, args)
+
+
+def test_float32_matches_torch_and_inference_reuses_transposed_weights():
+    fast, ref = _pair("LSTMCell", {}, dtype=torch.float32)
+    x, hx = _inputs("LSTMCell", 16, True, torch.float32, requires_grad=False)
+    with torch.no_grad():
+        for g, w in zip(fast(x, hx), ref(x, hx)):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        first = fast.__dict__["_fastrnn_step_weights"][2]
+        fast(x, hx)
+        assert fast.__dict__["_fastrnn_step_weights"][2] is first
+        fast.weight_hh.mul_(0.5)  # an in-place update (an optimizer step): views stay, copy goes
+        ref.weight_hh.mul_(0.5)
+        for g, w in zip(fast(x, hx), ref(x, hx)):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        assert fast.__dict__["_fastrnn_step_weights"][2] is not first
+
+
+def test_replaced_parameter_is_seen():
+    fast, ref = _pair("GRUCell", {})
+    x, hx = _inputs("GRUCell", 2, True, requires_grad=False)
+    with torch.no_grad():
+        fast(x, hx)
+        new = torch.randn_like(fast.weight_ih)
+        fast.weight_ih = nn.Parameter(new.clone())
+        ref.weight_ih = nn.Parameter(new.clone())
+        torch.testing.assert_close(fast(x, hx), ref(x, hx), rtol=1e-12, atol=1e-12)
+
+
+def test_in_place_change_of_a_saved_input_is_an_error_as_in_torch():
+    fast, ref = _pair("RNNCell", {})
+    for module in (fast, ref):
+        x, hx = _inputs("RNNCell", 2, True)
+        h = module(x, hx)
+        with torch.no_grad():
+            h.add_(1)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            h.sum().backward()
+
+
+def test_only_c_used_and_nothing_used_gradients():
+    fast, ref = _pair("LSTMCell", {})
+    x, hx = _inputs("LSTMCell", 3, True)
+    (_, c), (_, c_ref) = fast(x, hx), ref(x, hx)
+    got = torch.autograd.grad(c.sum(), _leaves(x, hx, fast))
+    want = torch.autograd.grad(c_ref.sum(), _leaves(x, hx, ref))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_routes():
+    fast, _ = _pair("LSTMCell", {}, dtype=torch.float32)
+    x = torch.randn(2, I)
+    assert cell_route(fast, x, None) == "step_function"  # the parameters require grad
+    with torch.no_grad():
+        assert cell_route(fast, x, None) == "step"
+        assert cell_route(fast, torch.randn(2, 3), None) == "layer"  # malformed: torch's error
+        assert cell_route(fast, x, (torch.randn(2, H),)) == "layer"
+        assert cell_route(fast, torch.randn(2, I, dtype=torch.bfloat16), None) == "layer"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert cell_route(fast, x, None) == "layer"
+    assert torch.func.vmap(lambda v: (cell_route(fast, v, None), fast(v)[0])[1])(
+        torch.randn(3, 2, I)).shape == (3, 2, H)
+    native = fastrnn.LSTMCell(I, H, backend="native")
+    assert cell_route(native, x, None) == "native"
+    reference = fastrnn.LSTMCell(I, H, backend="reference")
+    assert cell_route(reference, x, None) == "layer"
+
+
+def test_layer_routes_still_match_torch():
+    """Under autocast, vmap and in bfloat16 the T=1 layer path runs; it stays correct."""
+    fast, ref = _pair("GRUCell", {}, dtype=torch.float32)
+    x, hx = _inputs("GRUCell", 2, True, torch.float32, requires_grad=False)
+    batched = torch.func.vmap(fast)(x.unsqueeze(1).expand(2, 3, I).contiguous(),
+                                    hx.unsqueeze(1).expand(2, 3, H).contiguous())
+    torch.testing.assert_close(batched[:, 0], ref(x, hx), rtol=1e-5, atol=1e-6)
+
+
+def _error_cases():
+    d = torch.float64
+    return [
+        ("LSTMCell", lambda: (torch.randn(2, 3),)),
+        ("LSTMCell", lambda: (torch.randn(2, 4), (torch.randn(3, 5), torch.randn(2, 5)))),
+        ("LSTMCell", lambda: (torch.randn(2, 4), (torch.randn(2, 5),))),
+        ("LSTMCell", lambda: (torch.randn(4), (torch.randn(2, 5), torch.randn(2, 5)))),
+        ("GRUCell", lambda: (torch.randn(2, 4), torch.randn(2, 6))),
+        ("GRUCell", lambda: (torch.randn(2, 4), torch.randn(2, 5, dtype=d))),
+        ("GRUCell", lambda: (torch.randn(0, 4), torch.randn(1, 5))),
+        ("RNNCell", lambda: (torch.randn(2, 4, dtype=d),)),
+        ("RNNCell", lambda: (torch.randn(2, 4), torch.randn(3, 5))),
+        ("RNNCell", lambda: (torch.randn(4), torch.randn(1, 5))),
+    ]
+
+
+def _outcome(fn):
+    try:
+        fn()
+    except Exception as exc:  # the type and message are what we compare
+        return type(exc), str(exc)
+    return None
+
+
+@pytest.mark.parametrize("index", range(len(_error_cases())))
+def test_errors_are_torch_nn_errors_with_the_numba_backend(index):
+    name, make_args = _error_cases()[index]
+    torch.manual_seed(0)
+    ref = getattr(nn, name)(4, 5)
+    fast = getattr(fastrnn, name)(4, 5, backend="numba")
+    fast.load_state_dict(ref.state_dict())
+    args = make_args()
+    expected = _outcome(lambda: ref(*args))
+    assert expected is not None, "the case must be an error in torch.nn"
+    assert _outcome(lambda: fast(*args)) == expected
+
+
+def test_empty_batch_matches_torch():
+    fast, ref = _pair("LSTMCell", {})
+    x = torch.randn(0, I, dtype=D)
+    for g, w in zip(fast(x), ref(x)):
+        assert g.shape == w.shape == (0, H)
+
+
+def test_kernel_cell_codes_agree_with_cells():
+    assert (kernels.RNN_TANH, kernels.RNN_RELU, kernels.LSTM, kernels.GRU) == tuple(
+        CELLS[name].code for name in ("rnn_tanh", "rnn_relu", "lstm", "gru"))
