@@ -5,7 +5,7 @@ On the CPU torch's ``matmul`` / ``F.linear`` go to MKL; oneDNN's inner product (
 family torch.nn.LSTM runs through) is faster for the large float32/bfloat16 products, and the
 numba backend's register-tiled matmul for the small and mid-size ones (no fixed call cost, no
 transposed copy), so each product goes to the one that wins at its size
-(``benchmarks/results/gemm-routing-2026-11-23-amd-epyc.md`` has the figures). Same math
+(``benchmarks/results/cpu-routing-notes-2026-11-23-amd-epyc.md`` has the figures). Same math
 everywhere: fp32 accumulation, no down-conversion.
 Not differentiable, and they take shortcuts past torch's dispatcher (numba on ``.numpy()``
 views, oneDNN's op directly): callers run them only on real tensors, inside ``fastrnn.ops``'
@@ -23,12 +23,9 @@ from fastrnn import machine
 
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 # Below this size the two transposed copies oneDNN makes cost more than MKL's native
-# transposed product (T*B=100, 256x64: 23 us MKL vs 27-80 us oneDNN, measured).
+# transposed product.
 _TN_ONEDNN_MIN_MACS = 4_000_000
-# Below this size oneDNN's fixed cost per call outweighs its faster kernel in ``linear``
-# (x @ W^T + b, 2 threads): 18 us vs MKL's 2.6 us at (1, 8) x (8, 32); 32 vs 27 us at 1.6M
-# multiply-adds (T*B=100, 64 -> 256); from 6.6M on oneDNN wins (53 vs 78 us). Measured on
-# the dev machine, scratch timing script, best of 300 calls.
+# Below this size oneDNN's fixed cost per call outweighs its faster kernel in ``linear``.
 _LINEAR_ONEDNN_MIN_MACS = 3_000_000
 
 
@@ -92,7 +89,7 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
         return fast.view(*a.shape[:-1], b.shape[1])
     if _onednn_pays(a.numel() * b.shape[1], a, b):
         # b.t() goes in as a strided weight: oneDNN reorders it itself, faster than a
-        # .contiguous() copy first ((1600,512) @ (512,128), 2 threads: 43 vs 55 us, measured).
+        # .contiguous() copy first.
         return _LINEAR(a, b.t(), None, "none", [], "")
     return a @ b
 
@@ -104,7 +101,6 @@ def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
         return fast
     if uses_onednn(a, b) and a.shape[0] * a.shape[1] * b.shape[1] >= _TN_ONEDNN_MIN_MACS:
         # The inner product reduces over the contiguous dimension, so both operands are
-        # transposed (oneDNN copies them). Computing (b^T a)^T measured faster than a^T b:
-        # (1600,512)^T (1600,128), 2 threads: 0.61 ms vs 0.88 ms (MKL's a.t() @ b: 1.19 ms).
+        # transposed (oneDNN copies them); (b^T a)^T measured faster than a^T b.
         return _LINEAR(b.t(), a.t(), None, "none", [], "").t()
     return a.t() @ b

@@ -2,12 +2,9 @@
 backed by transparent huge pages where Linux offers them (``madvise(MADV_HUGEPAGE)``).
 
 Why: torch's CPU allocator takes big blocks straight from the kernel (glibc's mmap) and gives
-them back on free, so every forward and backward fault in each 4 KB page of its workspace,
-outputs and gate gradients again, and the kernel zeroes each one. At T=100, B=64, H=512 that
-is ~50,000 page faults and 70-100 ms of system time per LSTM forward+backward (measured with
-``getrusage`` on the 2-core dev machine; torch.nn's own LSTM: ~65,000). With 2 MB pages: one
-fault per 2 MB. A 65 MB buffer allocated and filled: 21 ms with 4 KB pages, 3.5-4.3 ms with
-huge pages (scratch timing script, same machine).
+them back on free, so every forward and backward faults in each 4 KB page of its workspace,
+outputs and gate gradients again, and the kernel zeroes each one; with 2 MB pages that is one
+fault per 2 MB (figures: ``benchmarks/results/cpu-routing-notes-2026-11-23-amd-epyc.md``).
 
 Only buffers of at least ``MIN_BYTES`` are advised, before anything touches them. Where the
 advice is not available (other systems, THP disabled: madvise fails) buffers are plain

@@ -1,8 +1,10 @@
 """Backends: each runs the sequential part of one layer-direction of a recurrent layer.
 
-A backend is a module (``fastrnn.backends.<name>``) exposing three functions. Backends never
+A backend is a module (``fastrnn.backends.<name>``) exposing three functions, and optionally a
+fourth (``forward_from_input``; ``fastrnn.backends.base`` supplies its default). Backends never
 import each other nor ``fastrnn.reference``; heavy imports (numba, triton, the compiled
-extension) happen inside them, lazily, never at ``import fastrnn``.
+extension) happen inside them, lazily, never at ``import fastrnn``. ``fastrnn.ops`` reaches
+them only through ``fastrnn.backends.base.kernels(name)``.
 
 ``unsupported_reasons(problem: Problem) -> list[str]``
     Empty if the backend can run ``problem`` here; otherwise one human sentence per reason
@@ -13,7 +15,7 @@ extension) happen inside them, lazily, never at ``import fastrnn``.
 
     Inputs (all contiguous, one device, one floating dtype except ``lengths``):
       cell     str, op-level name: 'rnn_tanh' | 'rnn_relu' | 'lstm' | 'gru'
-      xg       (T, B, G*H) input projection x_t @ W_ih^T with biases folded in: b_ih + b_hh for
+      xg       (T, B, G*H) input GEMM x_t @ W_ih^T with biases folded in: b_ih + b_hh for
                RNN/LSTM; for GRU b_ih + [b_hr, b_hz, 0] (b_hn is NOT in xg, see below).
       w_hh     (G*H, R) recurrent weight, gate rows in torch.nn order.
       b_hn     (H,) GRU only and only with bias, else None: added to W_hn h inside r * (.).
@@ -49,6 +51,13 @@ extension) happen inside them, lazily, never at ``import fastrnn``.
       d_h0     (B, R), d_c0 (B, H) for LSTM else empty.
     Weight / bias / input gradients are NOT the backend's job: ``fastrnn.ops`` computes them
     from these with large GEMMs over all steps.
+
+``forward_from_input(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace)``
+    -> as ``forward``. Optional. ``forward`` on xg = x @ w_ih^T + bias, from the layer's input
+    x (T, B, I), w_ih (G*H, I), bias (G*H,) or None (b_ih and the foldable part of b_hh, as
+    for xg); x may be non-contiguous. The default (``base.input_gemm_then_forward``) runs one
+    GEMM over all steps, then ``forward``; a backend defines its own where it can do better
+    (numba: the GEMM inside its time loop, xg never stored).
 """
 from fastrnn.backends.problem import Problem
 

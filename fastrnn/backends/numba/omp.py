@@ -2,11 +2,11 @@
 loaded), one range of batch rows per thread.
 
 Why not a thread pool of our own: after every parallel torch op, torch's OpenMP workers keep
-spinning for several milliseconds (libgomp's default spin count, long on this CPU). A second
-pool then shares the cores with those spinners: measured on the 2-core dev machine, the LSTM
-forward loop (T=100, B=16, H=128) took 1.5 ms alone but 3.1 ms right after an ``F.linear``.
-Handing the work to torch's OpenMP team instead puts it on the threads that are spinning
-anyway, and keeps the thread count at ``torch.get_num_threads()``.
+spinning for several milliseconds (libgomp's default spin count), so a second pool shares the
+cores with those spinners and runs at about half speed right after any torch op (figures:
+``benchmarks/results/cpu-routing-notes-2026-11-23-amd-epyc.md``). Handing the work to torch's
+OpenMP team puts it on the threads that are spinning anyway, and keeps the thread count at
+``torch.get_num_threads()``.
 
 How: the kernel's arguments are packed into an int64 "job" array (array addresses, shapes,
 flags); a Numba ``cfunc`` ``void(void*)`` is what ``GOMP_parallel`` runs on each thread; it

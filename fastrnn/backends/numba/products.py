@@ -1,17 +1,9 @@
-"""The hoisted GEMMs of ``fastrnn.gemm`` on the numba matmul, where it beats oneDNN / MKL.
-
-Measured on the 2-core AMD EPYC (Zen 5) dev machine, float32, ``torch.get_num_threads()`` = 2
-(scratch timing script, minimum of 20 calls), weight gradient g^T x with g (M, 4H), x (M, H):
-- Below 1M multiply-adds torch's MKL call is as fast or faster (its call costs less than
-  numba's dispatch): (1, 32) x (32, 8) 1.2 vs 5.7 us, 0.8M 13.3 vs 13.8 us; so those stay on
-  torch (``SMALLEST_MACS``).
-- 1.6M multiply-adds (M=100, H=64): numba on one thread 15 us, MKL 29 us; oneDNN's fixed
-  cost dominates below ~4M, so small products run on the calling thread (no hand-off).
-- 105M (M=1600, H=128): numba on torch's 2 OpenMP threads 0.53 ms, oneDNN 0.64 ms (0.09 of it
-  the transposed copy oneDNN needs); d_x = g @ W: 0.47 vs 0.56 ms.
-- 839M (M=3200, H=256): numba 7.1 ms, oneDNN 6.4 ms; 6.7G: 83 vs 46 ms (oneDNN packs its
-  operands; the tiles read them in place). So above ``THREADED_MACS`` this returns None.
-Needs the AVX-512 tiles (``vector_tile.AVAILABLE``); elsewhere every product stays on torch.
+"""The hoisted GEMMs of ``fastrnn.gemm`` on the numba matmul, in the size band where it beats
+oneDNN / MKL: above ``SMALLEST_MACS`` (below it torch's call costs less than numba's dispatch),
+on the calling thread below ``SINGLE_THREAD_MACS`` (a hand-off costs more than it saves), on
+torch's OpenMP team below ``THREADED_MACS`` (above it oneDNN, which packs its operands, wins).
+Figures behind each bound: ``benchmarks/results/cpu-routing-notes-2026-11-23-amd-epyc.md``.
+Needs the register tiles (``vector_tile.AVAILABLE``); elsewhere every product stays on torch.
 """
 from __future__ import annotations
 

@@ -1,0 +1,67 @@
+"""A/B timing of two checkouts of fastrnn, interleaved: ``fastrnn bench`` runs alternately on
+each (a fresh process per run, each on its own source tree through PYTHONPATH), so that load
+from other work on the machine falls on both alike. Prints, per cell, shape and measurement,
+the median over runs of each side's fastrnn median and of its ratio to torch.nn in that run.
+
+    python benchmarks/ab_layer.py OLD_TREE NEW_TREE --shape cpu-1x64 --shape cpu-16x128 \
+        --runs 5 --repeat 15 [--backend numba] [--grid]
+
+A tree is a directory holding a ``fastrnn`` package (e.g. ``git archive <commit> | tar -x``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+
+def _bench(tree: str, args, out: str) -> list[dict]:
+    """One ``fastrnn bench`` per shape (it takes one) on ``tree``; their results."""
+    results = []
+    for where in [["--grid"]] if args.grid else [["--shape", s] for s in args.shape]:
+        command = [sys.executable, "-m", "fastrnn", "bench", "--repeat", str(args.repeat),
+                   "--backend", args.backend, "--json", out, *where]
+        subprocess.run(command, check=True, env=dict(os.environ, PYTHONPATH=tree), cwd=tree,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(out) as f:
+            results += json.load(f)["results"]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--shape", action="append", default=[])
+    parser.add_argument("--grid", action="store_true")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--backend", default="numba")
+    args = parser.parse_args()
+    samples: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            order = [("old", args.old), ("new", args.new)]
+            for side, tree in order if run % 2 == 0 else order[::-1]:
+                for r in _bench(tree, args, os.path.join(tmp, f"{side}.json")):
+                    for what in ("fwd", "fwdbwd"):
+                        key = (r["cell"], r["shape"], what)
+                        entry = samples.setdefault(key, {"old": [], "new": [], "old_r": [],
+                                                         "new_r": []})
+                        entry[side].append(r[f"fastrnn_{what}_ms"])
+                        entry[side + "_r"].append(r[f"ratio_{what}"])
+            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+    print(f"{'cell':5} {'shape':11} {'what':6} {'old ms':>8} {'new ms':>8} {'new/old':>7} "
+          f"{'old ratio':>9} {'new ratio':>9}   (medians over {args.runs} runs)")
+    for (cell, shape, what), e in sorted(samples.items()):
+        old, new = statistics.median(e["old"]), statistics.median(e["new"])
+        print(f"{cell:5} {shape:11} {what:6} {old:8.3f} {new:8.3f} {new / old:7.3f} "
+              f"{statistics.median(e['old_r']):9.3f} {statistics.median(e['new_r']):9.3f}")
+
+
+if __name__ == "__main__":
+    main()
