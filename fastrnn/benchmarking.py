@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=5,
                         help="rounds per measurement (3 timed calls of each contender per round)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write results as JSON")
+    parser.add_argument("--latency", action="store_true",
+                        help="per-call latency instead: cells and T=1 layers at B 1/16, H 64/256, "
+                             "and B=1 T=100 sequences, no_grad and training (fastrnn.latency)")
+    parser.add_argument("--calls", type=int, default=200,
+                        help="--latency: calls per timed block (each --repeat round: one block "
+                             "per side)")
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="write a PNG of speedups (needs matplotlib: the `bench` extra)")
 
@@ -219,6 +225,8 @@ def main(args) -> int:
     from fastrnn.backends.problem import Problem
     from fastrnn.dispatch import choose_backend
 
+    if args.latency:
+        return _latency_main(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype]
     if args.shape:
@@ -250,4 +258,18 @@ def main(args) -> int:
     if args.plot:
         plot_speedups(rows, info, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _latency_main(args) -> int:
+    """``fastrnn bench --latency`` (CPU, float32): the table, and JSON with --json."""
+    from fastrnn import latency
+
+    rows = latency.run(args.backend, max(args.repeat, 1), max(args.calls, 1),
+                       progress=_progress)
+    print(latency.format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine_info("cpu"), "results": rows}, f, indent=1)
+        print(f"wrote {args.json}")
     return 0
