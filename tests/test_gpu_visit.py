@@ -259,3 +259,27 @@ def test_sanitizer_stage_records_each_run_and_survives_a_hang(tmp_path, monkeypa
     assert got[("racecheck", "cuda", "gru")] is False
     assert got[("racecheck", "triton", "gru")] is False
     assert all(passed for key, passed in got.items() if key[2] != "gru" or key[0] == "memcheck")
+
+
+def test_verification_needs_passing_checks_a_grid_check_and_a_clean_sanitizer():
+    doc = copy.deepcopy(GOOD)
+    doc["correctness"].append(dict(GOOD["correctness"][0], check="grid-forward[flashrnn]"))
+    doc["sanitizer"] = [{"tool": t, "backend": "cuda", "cell": "lstm", "passed": True,
+                         "detail": "no reports"} for t in evidence.TOOLS]
+    assert evidence.verification(doc) == {("cuda", "lstm", "float32"): []}
+    doc["sanitizer"][1]["passed"] = False
+    doc["correctness"].append(dict(GOOD["correctness"][0], check="t2", passed=False))
+    doc["correctness"].append(dict(GOOD["correctness"][0], dtype="bfloat16"))
+    reasons = evidence.verification(doc)
+    assert reasons[("cuda", "lstm", "float32")] == ["failed t2", "racecheck reported: no reports"]
+    assert "no grid-forward check at a benchmark shape" in reasons[("cuda", "lstm", "bfloat16")]
+    doc["dry_run"] = True
+    assert "a dry run is no evidence about a GPU" in reasons_of(doc)
+    doc["sanitizer"] = []
+    assert "no memcheck record" in reasons_of(doc)
+    assert "no memcheck record" not in evidence.verification(doc, require_sanitizer=False)[
+        ("cuda", "lstm", "float32")]
+
+
+def reasons_of(doc):
+    return evidence.verification(doc)[("cuda", "lstm", "float32")]

@@ -180,3 +180,32 @@ def validate(doc) -> list[str]:
                             f"got {dims!r}")
     problems += _problems_in(doc.get("stages"), "stages", STAGE, {"status": STATUSES})
     return problems
+
+
+def verification(doc, require_sanitizer: bool = True) -> dict[tuple[str, str, str], list[str]]:
+    """Why each (backend, cell, dtype) seen in ``doc``'s correctness records is not verified
+    (an empty list: verified), the first half of item 1's rule for ``auto``:
+
+    * a GPU visit (not a dry run), with at least one record of a grid-forward check at a
+      benchmark shape and every correctness record of that backend, cell and dtype passed;
+    * memcheck and racecheck records for that backend and cell, all passed (unless
+      ``require_sanitizer`` is false, for a machine where compute-sanitizer cannot run).
+    The second half, speed, is per shape: the ``results`` rows with ratio < 1.
+    """
+    out: dict[tuple[str, str, str], list[str]] = {}
+    for rec in doc["correctness"]:
+        out.setdefault((rec["backend"], rec["cell"], rec["dtype"]), [])
+    for key, reasons in out.items():
+        backend, cell, dtype = key
+        if doc["dry_run"]:
+            reasons.append("a dry run is no evidence about a GPU")
+        mine = [r for r in doc["correctness"] if (r["backend"], r["cell"], r["dtype"]) == key]
+        reasons += [f"failed {r['check']}" for r in mine if not r["passed"]]
+        if not any(r["check"].startswith("grid-forward[") for r in mine):
+            reasons.append("no grid-forward check at a benchmark shape")
+        checks = [r for r in doc["sanitizer"] if (r["backend"], r["cell"]) == (backend, cell)]
+        reasons += [f"{r['tool']} reported: {r['detail']}" for r in checks if not r["passed"]]
+        if require_sanitizer:
+            reasons += [f"no {tool} record" for tool in TOOLS
+                        if not any(r["tool"] == tool for r in checks)]
+    return out

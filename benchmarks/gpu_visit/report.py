@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from gpu_visit import evidence
+
 
 def _setting(rec) -> str:
     return rec["dtype"] + ("+tf32" if rec.get("tf32") else "")
@@ -47,6 +49,11 @@ def markdown(doc) -> str:
         lines += ["", "Failed checks:", ""]
         lines += [f"- {r['backend']} {r['cell']} {r['dtype']} `{r['check']}`: {r['detail'][:300]}"
                   for r in failed]
+    lines += ["", "## Verified for `auto` (evidence.verification; speed is per shape, below)", "",
+              "| backend | cell | dtype | verified | first reason not |", "|---|---|---|---|---|"]
+    for (b, c, d), why in sorted(evidence.verification(doc).items()):
+        lines.append(f"| {b} | {c} | {d} | {'yes' if not why else 'no'} | "
+                     f"{why[0][:120] if why else ''} |")
     lines += ["", "## Sanitizer", "", "| tool | backend | cell | passed | detail |",
               "|---|---|---|---|---|"]
     lines += [f"| {r['tool']} | {r['backend']} | {r['cell']} | {r['passed']} | "
@@ -70,6 +77,9 @@ def short(doc) -> str:
     lines.append(f"correctness: {passed} passed, {len(doc['correctness']) - passed} failed"
                  + "".join(f"; FAILED {b} {k} x{f}" for b, k, _, f in
                            correctness_summary(doc) if f)[:600])
+    verified = sorted(f"{b} {c}/{d}" for (b, c, d), why in evidence.verification(doc).items()
+                      if not why)
+    lines.append(f"verified (backend cell/dtype): {', '.join(verified) or 'none'}"[:800])
     clean = sum(r["passed"] for r in doc["sanitizer"])
     lines.append(f"sanitizer: {clean} clean, {len(doc['sanitizer']) - clean} with reports")
     rows = ratio_summary(doc)
