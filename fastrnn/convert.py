@@ -3,12 +3,18 @@ from __future__ import annotations
 
 from torch import nn
 
+from fastrnn import quantization
 from fastrnn.cell_modules import GRUCell, LSTMCell, RNNCell
 from fastrnn.dispatch import check_backend_name
 from fastrnn.modules import GRU, LSTM, RNN, allow_dynamo_tracing
 
 _REPLACEMENTS = {nn.RNN: RNN, nn.LSTM: LSTM, nn.GRU: GRU,
                  nn.RNNCell: RNNCell, nn.LSTMCell: LSTMCell, nn.GRUCell: GRUCell}
+
+# torch.ao.quantization keys on exact classes: teach it fastrnn's (fastrnn.quantization). Done
+# at import (torch has already imported its quantization package) so that modules made by
+# unpickling, which runs no __init__, are covered too.
+quantization.install()
 
 
 def convert(model: nn.Module, backend: str = "auto") -> nn.Module:

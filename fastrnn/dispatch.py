@@ -8,6 +8,7 @@ where this machine class's measurements (``fastrnn.auto``) show it faster. A lay
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import os
@@ -103,11 +104,24 @@ def choose_backend(module_choice: str, problem: Problem) -> str:
     """The kernel that runs one layer-direction ``problem``: the explicit one (checked) or,
     for 'auto', the first of ``KERNEL_ORDER`` that can run it."""
     request = requested_backend(module_choice)
+    p = problem
+    seq_len, batch = _size_free(p.seq_len), _size_free(p.batch)
     if torch.compiler.is_compiling():
-        p = problem
-        return _choose_traced(request, p.cell, str(p.device), p.dtype, p.seq_len, p.batch,
+        return _choose_traced(request, p.cell, str(p.device), p.dtype, seq_len, batch,
                               p.hidden, p.proj, p.has_lengths)
+    if (seq_len, batch) != (p.seq_len, p.batch):
+        problem = dataclasses.replace(problem, seq_len=seq_len, batch=batch)
     return _choose(request, problem)
+
+
+def _size_free(size):
+    """A concrete stand-in for a symbolic size (torch.export, compile(dynamic=True)): which
+    kernel can run a layer-direction never depends on T or B, and a SymInt can be neither
+    hashed (the caches) nor passed to an assume_constant_result function. Dynamo shows traced
+    code a symbolic size as a plain int, so under dynamo every size counts as symbolic."""
+    if isinstance(size, torch.SymInt) or torch.compiler.is_dynamo_compiling():
+        return 1
+    return size
 
 
 def auto_decision(problem: Problem, kind: str = "sequence") -> auto.Decision:
@@ -159,9 +173,11 @@ def choose_module_backend(module_choice: str, cell: str, device: torch.device,
     'training' when autograd records the call; sizes are the per-layer T, B, H and P;
     ``kind`` is 'sequence' (RNN/LSTM/GRU) or 'cell'. Explicit choices are checked (raise)."""
     if torch.compiler.is_compiling():
+        # symbolic sizes reach here only for explicit choices (fastrnn.contexts steers auto
+        # then), and checking an explicit choice does not depend on T or B
         return _choose_module_traced(requested_backend(module_choice), cell, str(device), dtype,
-                                     seq_len, batch, hidden, proj, has_lengths, mode,
-                                     module_training, kind)
+                                     _size_free(seq_len), _size_free(batch), hidden, proj,
+                                     has_lengths, mode, module_training, kind)
     key = (module_choice, cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
            module_training, kind, os.environ.get(ENV_VAR))
     backend = _module_choices.get(key)

@@ -16,8 +16,10 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import module_cell_name
-from fastrnn.dispatch import check_backend_name, choose_module_backend
+from fastrnn.contexts import context_backend
+from fastrnn.dispatch import check_backend_name, choose_module_backend, requested_backend
 from fastrnn.layers import run_stack
+from fastrnn.scripting import torch_view
 
 
 def raise_like_torch(torch_forward, *args, expected: str):
@@ -73,8 +75,18 @@ class BackendMixin:
             # computing in the autocast dtype, when chosen explicitly)
             dtype = torch.get_autocast_dtype(device.type)
         mode = "training" if grad else "inference"
+        # tracing, exporting, torch.func transforms, symbolic sizes: fastrnn.contexts decides
+        backend = context_backend(requested_backend(self.backend), cell, device, dtype,
+                                  seq_len, batch, hidden, proj, packed)
+        if backend is not None:
+            return backend
         return choose_module_backend(self.backend, cell, device, dtype, seq_len, batch, hidden,
                                      proj, packed, mode, self.training, kind)
+
+    def __prepare_scriptable__(self):
+        """torch.jit.script compiles torch.nn's forward on this module's own parameters
+        (fastrnn.scripting)."""
+        return torch_view(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
