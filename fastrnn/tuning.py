@@ -144,7 +144,12 @@ def from_evidence(doc: dict, source: str) -> dict:
     for rec in doc["correctness"]:
         key = (rec["backend"], rec["cell"], rec["dtype"])
         checks[key] = checks.get(key, True) and bool(rec["passed"])
-    dirty = {rec["backend"] for rec in doc.get("sanitizer", []) if not rec["passed"]}
+    # a kernel counts only with clean memcheck AND racecheck runs on that GPU
+    tools: dict = {}
+    for rec in doc.get("sanitizer", []):
+        tools.setdefault(rec["backend"], {}).setdefault(rec["tool"], []).append(rec["passed"])
+    dirty = {b for b in _GPU_KERNELS
+             if not all(all(tools.get(b, {}).get(t, [False])) for t in ("memcheck", "racecheck"))}
     failed, points = {}, []
     for rec in doc["results"]:
         backend, cell, dtype = rec["backend"], rec["cell"], rec["dtype"]
@@ -152,7 +157,7 @@ def from_evidence(doc: dict, source: str) -> dict:
             continue  # other libraries (FlashRNN) are compared, never dispatched to
         ok = checks.get((backend, cell, dtype))
         if not ok or backend in dirty:
-            why = ("sanitizer reported errors" if backend in dirty else
+            why = ("no clean memcheck and racecheck runs" if backend in dirty else
                    "no correctness check" if ok is None else "a correctness check failed")
             failed[f"{backend} {cell} {dtype}"] = why
             continue

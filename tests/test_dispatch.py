@@ -196,8 +196,9 @@ def _evidence(passed=True, sanitizer_clean=True, dry_run=False):
                              "check": "parity", "passed": passed, "detail": ""},
                             {"backend": "triton", "cell": "lstm", "dtype": "bfloat16",
                              "check": "parity", "passed": True, "detail": ""}],
-            "sanitizer": [{"tool": "memcheck", "backend": "cuda", "cell": "lstm",
-                           "passed": sanitizer_clean, "detail": ""}],
+            "sanitizer": [{"tool": tool, "backend": backend, "cell": "lstm",
+                           "passed": sanitizer_clean or backend == "triton", "detail": ""}
+                          for tool in ("memcheck", "racecheck") for backend in ("cuda", "triton")],
             "results": [dict(rec, backend="cuda", dtype="bfloat16"),
                         dict(rec, backend="triton", dtype="bfloat16", fastrnn_ms=3.0, ratio=1.5),
                         dict(rec, backend="triton", dtype="float16"),  # never checked
