@@ -54,13 +54,17 @@ def main() -> None:
                                                          "new_r": []})
                         entry[side].append(r[f"fastrnn_{what}_ms"])
                         entry[side + "_r"].append(r[f"ratio_{what}"])
-            print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
+            _report(samples, run + 1)
+
+
+def _report(samples: dict, runs: int) -> None:
     print(f"{'cell':5} {'shape':11} {'what':6} {'old ms':>8} {'new ms':>8} {'new/old':>7} "
-          f"{'old ratio':>9} {'new ratio':>9}   (medians over {args.runs} runs)")
+          f"{'old ratio':>9} {'new ratio':>9}   (medians over {runs} runs)")
     for (cell, shape, what), e in sorted(samples.items()):
         old, new = statistics.median(e["old"]), statistics.median(e["new"])
         print(f"{cell:5} {shape:11} {what:6} {old:8.3f} {new:8.3f} {new / old:7.3f} "
               f"{statistics.median(e['old_r']):9.3f} {statistics.median(e['new_r']):9.3f}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
