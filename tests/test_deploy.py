@@ -282,3 +282,117 @@ def test_compile_dynamic_fullgraph_no_recompile(cell, kwargs, hx):
         for b, t in ((3, 9), (4, 17)):
             more = _inputs(cell, kwargs, hx, b, t)
             torch.testing.assert_close(compiled(*more), reference(*more), **TOL)
+
+
+# ---- the three cells inside a user's own loop ----
+
+CELL_TORCH = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}
+
+
+class CellLoop(nn.Module):
+    """A user's decoder loop over a GRU or RNN cell: x (T, B, I) -> (B, 2)."""
+
+    def __init__(self, cell: str):
+        super().__init__()
+        self.cell = CELL_TORCH[cell](I, H)
+        self.head = nn.Linear(H, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.zeros(x.size(1), self.cell.hidden_size, dtype=x.dtype)
+        for t in range(x.size(0)):
+            h = self.cell(x[t], h)
+        return self.head(h)
+
+
+class LSTMCellLoop(CellLoop):
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.zeros(x.size(1), self.cell.hidden_size, dtype=x.dtype)
+        c = torch.zeros(x.size(1), self.cell.hidden_size, dtype=x.dtype)
+        for t in range(x.size(0)):
+            h, c = self.cell(x[t], (h, c))
+        return self.head(h)
+
+
+CELLS = ["lstm", "gru", "rnn"]
+
+
+def _cell_pair(cell: str):
+    torch.manual_seed(0)
+    cls = LSTMCellLoop if cell == "lstm" else CellLoop
+    reference, model = cls(cell).eval(), cls(cell).eval()
+    model.load_state_dict(reference.state_dict())
+    return reference, fastrnn.convert(model)
+
+
+def _cell_input(batch: int, steps: int, seed: int = 1) -> Tensor:
+    return torch.randn(steps, batch, I, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_loop_script_and_trace_save_load(cell):
+    reference, model = _cell_pair(cell)
+    scripted = _reload(torch.jit.script(model))
+    x = _cell_input(3, 6)
+    torch.testing.assert_close(scripted(x), reference(x), **TOL)
+    _, model = _cell_pair(cell)
+    traced = _reload(torch.jit.trace(model, _cell_input(2, 6)))
+    assert "fastrnn::" not in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(x), reference(x), **TOL)  # same T: the trace unrolls
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_loop_onnx_legacy(cell):
+    reference, model = _cell_pair(cell)
+    buffer = io.BytesIO()
+    torch.onnx.export(model, (_cell_input(2, 4),), buffer, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {1: "batch"}})
+    domains = {n.domain for n in onnx.load_from_string(buffer.getvalue()).graph.node}
+    assert domains <= {"", "ai.onnx"}, domains
+    x = _cell_input(3, 4)
+    torch.testing.assert_close(_onnxruntime(buffer.getvalue(), (x,)), reference(x), **TOL)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_loop_func_transforms(cell):
+    from torch.func import functional_call, grad, jacrev, jvp, vmap
+
+    reference, model = _cell_pair(cell)
+    x = _cell_input(3, 4)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, sample):
+        return functional_call(model, p, (sample.unsqueeze(1),)).square().sum()
+
+    got = vmap(grad(loss), in_dims=(None, 1))(params, x)
+    for b in range(3):
+        want = torch.autograd.grad(reference(x[:, b:b + 1]).square().sum(),
+                                   list(reference.parameters()))
+        for (name, g), w in zip(got.items(), want):
+            torch.testing.assert_close(g[b], w, **TOL, msg=name)
+    torch.testing.assert_close(jacrev(model)(x), jacrev(reference)(x), **TOL)
+    tangent = torch.randn_like(x)
+    torch.testing.assert_close(jvp(model, (x,), (tangent,))[1],
+                               jvp(reference, (x,), (tangent,))[1], **TOL)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_loop_quantize_dynamic(cell):
+    reference, model = _cell_pair(cell)
+    spec = {nn.LSTMCell, nn.GRUCell, nn.RNNCell, nn.Linear}
+    q_ref = torch.ao.quantization.quantize_dynamic(reference, spec)
+    q_ours = torch.ao.quantization.quantize_dynamic(model, spec)
+    assert type(q_ours.cell) is type(q_ref.cell) and type(q_ours.head) is type(q_ref.head)
+    x = _cell_input(3, 5)
+    torch.testing.assert_close(q_ours(x), q_ref(x), **TOL)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_cell_loop_compile_dynamic_batch(cell):
+    reference, model = _cell_pair(cell)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, dynamic=True, fullgraph=True)
+    torch.testing.assert_close(compiled(_cell_input(2, 4)), reference(_cell_input(2, 4)), **TOL)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for batch in (3, 7):  # the loop unrolls over T, so only the batch stays symbolic
+            x = _cell_input(batch, 4)
+            torch.testing.assert_close(compiled(x), reference(x), **TOL)
