@@ -116,6 +116,19 @@ def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
     return states
 
 
+def _requires_grad(input: Tensor, params: dict, states) -> bool:
+    if (input.requires_grad or params["weight_ih"].requires_grad
+            or params["weight_hh"].requires_grad):
+        return True
+    bias = params["bias_ih"]
+    if bias is not None and (bias.requires_grad or params["bias_hh"].requires_grad):
+        return True
+    for s in states:
+        if s.requires_grad:
+            return True
+    return False
+
+
 def cell_route(module, input, hx) -> str:
     """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
     'step_function' or 'layer'."""
@@ -130,9 +143,7 @@ def cell_route(module, input, hx) -> str:
     if states is None or batch == 0:
         return "layer"
     params = module._parameters
-    grad = torch.is_grad_enabled() and (
-        input.requires_grad or any(p is not None and p.requires_grad for p in params.values())
-        or any(s.requires_grad for s in states))
+    grad = torch.is_grad_enabled() and _requires_grad(input, params, states)
     backend = _backend(module, cell, input, batch, grad)
     if backend == "native":
         return "native"
@@ -189,6 +200,39 @@ def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
         xa, ha, ca, w_ih, w_hh, h_out, ws)
 
 
+def _inference(module, cell: str, x: Tensor, hx):
+    """The no-graph call: inputs passed by address (``forward_at``), outputs numpy-allocated."""
+    dtype = x.dtype
+    hidden = module.hidden_size
+    batch = x.size(0) if x.dim() == 2 else 1
+    if not x.is_contiguous():
+        x = x.contiguous()
+    h_at = c_at = 0
+    if hx is not None:
+        h0, c0 = hx if cell == "lstm" else (hx, hx)
+        if not h0.is_contiguous():
+            h0 = h0.contiguous()
+        if not c0.is_contiguous():
+            c0 = c0.contiguous()
+        h_at, c_at = h0.data_ptr(), c0.data_ptr()
+    cached = module.__dict__["_fastrnn_step_weights"]
+    w_ih, w_hh, b_ih, b_hh = cached[1]
+    wt_ih, wt_hh = cached[2] if cached[2] is not None else _transposed(module, cached)
+    unbatched = x.dim() == 1
+    if cell == "lstm":
+        out = np.empty((2, batch, hidden), dtype=_NP[dtype])
+        h_out, c_out = out[0], out[1]
+        _kernels().forward_at(2, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh,
+                              h_out, c_out)
+        if unbatched:
+            return torch.from_numpy(h_out[0]), torch.from_numpy(c_out[0])
+        return torch.from_numpy(h_out), torch.from_numpy(c_out)
+    h_out = np.empty((batch, hidden), dtype=_NP[dtype])
+    _kernels().forward_at(_CODES[cell], x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
+                          wt_ih, wt_hh, h_out, h_out)
+    return torch.from_numpy(h_out[0] if unbatched else h_out)
+
+
 def run(module, way: str, input: Tensor, hx):
     """``module(input, hx)`` on the fused step, for a call ``cell_route`` sent to ``way``
     ('step' or 'step_function'). input (B, I) or (I,); hx: (B, H)/(H,) (LSTM: a pair) or
@@ -196,13 +240,12 @@ def run(module, way: str, input: Tensor, hx):
     cell = module._cell_name()
     is_lstm = cell == "lstm"
     if way == "step":
-        h, c, _ = _forward_arrays(module, cell, input, hx, False)
-        return (h, c) if is_lstm else h
+        return _inference(module, cell, input, hx)
     h0 = hx[0] if is_lstm and hx is not None else hx
     c0 = hx[1] if is_lstm and hx is not None else None
     params = module._parameters
-    outs = CellStep.apply(module, cell, input, h0, c0, params["weight_ih"], params["weight_hh"],
-                          params["bias_ih"], params["bias_hh"])
+    outs = _apply_step(module, cell, input, h0, c0, params["weight_ih"], params["weight_hh"],
+                       params["bias_ih"], params["bias_hh"])
     return outs if is_lstm else outs[0]
 
 
@@ -273,6 +316,10 @@ class CellStep(torch.autograd.Function):
                 torch.from_numpy(db_ih) if has_bias and need[7] else None,
                 torch.from_numpy(db_hh) if has_bias and need[8] else None)
 
+
+# Function.apply minus its Python preamble (functorch's dead-wrapper unwrapping, ~2 us a
+# call): cell_route sends only plain tensors here, with no torch.func transform active.
+_apply_step = torch._C._FunctionBase.__dict__["apply"].__get__(None, CellStep)
 
 _TORCH_CELLS = {"rnn_tanh": torch._VF.rnn_tanh_cell, "rnn_relu": torch._VF.rnn_relu_cell,
                 "lstm": torch._VF.lstm_cell, "gru": torch._VF.gru_cell}
