@@ -28,7 +28,7 @@ _AVX2_ENV = {"FASTRNN_CPU_ISA": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--isa", choices=("native", "avx2"), required=True,
-                   help="native: this CPU's own class; avx2: fastrnn, oneDNN and ATen capped at AVX2")
+                   help="native: this CPU's own class; avx2: fastrnn, oneDNN and ATen at AVX2")
     p.add_argument("--rounds", type=int, default=7, help="alternating rounds per shape (median)")
     p.add_argument("--seconds", type=float, default=0.01, help="time per measurement (about)")
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 128, 256, 512])
@@ -155,7 +155,8 @@ def main():
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     lines = [f"# numba per-step product vs torch.mm, {args.isa} class",
@@ -181,8 +182,9 @@ def main():
     for kind, rows, k, n, threads in cases:
         inplace, packed, ref = _case(rows, k, n, threads, pool, args.rounds, args.seconds)
         cells = " | ".join(f"{median:.1f} ({best:.1f})" for median, best in (inplace, packed, ref))
-        line = (f"| {kind} | {rows} | {k} | {n} | {threads} | {cells} | "
-                f"{100 * packed[0] / peaks[threads][0]:.0f}% ({100 * packed[1] / peaks[threads][1]:.0f}%) |")
+        share = (f"{100 * packed[0] / peaks[threads][0]:.0f}% "
+                 f"({100 * packed[1] / peaks[threads][1]:.0f}%)")
+        line = f"| {kind} | {rows} | {k} | {n} | {threads} | {cells} | {share} |"
         print(line, flush=True)
         lines.append(line)
     lines += ["", "GFLOP/s (2 x rows x K x N per call), median (best) over the rounds; the last "

@@ -1,6 +1,7 @@
 """The numba matmul in every ISA class this host can run: the class's register tiles (wide and
-narrow), the plain kernels for the rows and columns they leave, both entry points (b in place,
-b packed), float32 and float64, a transposed ``a``, k over several of the tiles' k blocks.
+narrow; their one-row forms where b is packed), the plain kernels for the rows and columns they
+leave, both entry points (b in place, b packed), float32 and float64, a transposed ``a``, k over
+several of the tiles' k blocks.
 
 Each class runs in its own process (``FASTRNN_CPU_ISA`` picks the class at import, and numba
 then compiles for it), this file being that process's script; CI on an AVX2 box runs the

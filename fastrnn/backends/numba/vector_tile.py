@@ -11,8 +11,9 @@ output is stored once.
 Which tile: one per ISA class (``SHAPES``, keyed by ``fastrnn.machine.cpu_isa()``), sized so
 that its accumulators, the V vectors of b and one broadcast of a fit the class's vector
 registers without spilling. ``ROWS``, ``VECTORS``, ``WIDE`` and ``DEPTH`` are the active
-class's; ``tile_wide`` / ``tile_narrow`` its two tiles (``row_*``: one row of each). ``make_tile`` builds any shape (tests build the other
-classes' shapes with it; LLVM splits vectors wider than the target's into several registers).
+class's; ``tile_wide`` / ``tile_narrow`` its two tiles (``row_*``: one row of each).
+``make_tile`` builds any shape (LLVM splits vectors wider than the target's into several
+registers, so a shape is correct on any x86-64 target, only slower where it spills).
 
 Operands are given as element addresses plus strides in elements. ``b`` and ``out`` need
 contiguous rows (they are read and written as vectors); ``a`` is read one element at a time,
@@ -48,7 +49,7 @@ class TileShape(NamedTuple):
 SHAPES: dict[str, Optional[TileShape]] = {
     # 32 zmm: 8x3 = 24 accumulators + 3 of b + 1 broadcast; 3 vectors measured faster from N=1024
     "avx512": TileShape(rows=8, vectors=(3, 2), bits=512, wide=1024, depth=256),
-    # 16 ymm: 4x3 = 12 accumulators + 3 of b + 1 broadcast (6x2 measured slower); 4 | most row slices
+    # 16 ymm: 4x3 = 12 accumulators + 3 of b + 1 broadcast (6x2 measured slower); 4 | row slices
     "avx2": TileShape(rows=4, vectors=(3, 2), bits=256, wide=0, depth=256),
     # no vector FMA assumed (ARM, old x86): the plain kernels only
     "generic": None,
