@@ -4,9 +4,10 @@ Run as a script WITHOUT TRITON_INTERPRET (under the interpreter @triton.jit func
 compiled): ``python tests/triton_compile_check.py 90``. For each kernel, dtype and cell (and
 the LSTM with projection, ``lstm+proj``) it prints ``OK <kernel> <dtype> <cell> REG:<n>
 STACK:<bytes>`` (STACK > 0 means register spills) or ``FAIL ...`` with the error, then
-``COMPILED <n>`` with the number of OK lines. Block sizes come from the backend's own ``launch.Config`` for a
-CUDA problem, so this checks what would really run on the GPU. Uses Triton's ASTSource /
-triton.compile (3.x API) and the cuobjdump shipped in the Triton wheel.
+``COMPILED <n>`` with the number of OK lines. Block sizes come from the backend's own
+``launch.Config`` for a CUDA problem, so this checks what would really run on the GPU. Uses
+Triton's ASTSource / triton.compile (3.x API; 3.6 and 3.9 checked) and the cuobjdump shipped in
+the Triton wheel.
 """
 import os
 import subprocess

@@ -1,8 +1,8 @@
 """Python launchers: buffers, block sizes, the scheme choice and the per-step loop (stepwise).
 
 Shapes: T steps, B batch, H hidden, R recurrent width (P with an LSTM projection, else H),
-G gates, W workspace slabs. Every output is a fresh tensor that the kernels write completely (zeros at invalid
-steps), so ``torch.empty`` is safe.
+G gates, W workspace slabs. Every output is a fresh tensor that the kernels write completely
+(zeros at invalid steps), so ``torch.empty`` is safe.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from fastrnn.cells import cell_spec
 
 from . import interpreter_fix, kernels
 
-interpreter_fix.install()  # a no-op where Triton's interpreter needs no fix (and on GPUs)
+# Corrects Triton's interpreter where a probe shows it differs from the GPU; compiled
+# kernels never run that code.
+interpreter_fix.install()
 SCHEMES = ("persistent", "stepwise")
 # The stepwise scheme pays a launch per step (~5-10 us on a GPU) but spreads the hidden tiles
 # of a step over many SMs; the persistent scheme runs one program per batch tile. Below 4 batch
