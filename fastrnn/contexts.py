@@ -4,7 +4,8 @@ place that answers it before ``auto``'s measured tables are consulted.
 - TorchScript tracing and ONNX export (both exporters): ``native``, torch.nn's own forward, so
   the trace records ``aten::lstm``/``gru``/``rnn_*`` (what ``torch.jit.save`` keeps and what the
   exporters turn into the standard ONNX ``LSTM``/``GRU``/``RNN`` nodes, runnable without
-  fastrnn). Scripting does not reach a forward at all: see ``fastrnn.scripting``.
+  fastrnn). The dynamo exporter with symbolic sizes, which torch.nn's forward cannot serve:
+  fastrnn's op, translated into the same nodes (``fastrnn.onnx_export``). Scripting does not reach a forward at all: see ``fastrnn.scripting``.
 - torch.func transforms (vmap, grad, jacrev, jvp): the ``reference`` kernel, i.e. the
   differentiable reference recurrence in plain torch ops (``fastrnn.eager.route``), which
   composes with every transform; torch.nn's GRU and RNN have no batching rule under
@@ -52,13 +53,22 @@ def context_backend(request: str, cell: str, device: torch.device, dtype: torch.
         return "reference"
     if torch.compiler.is_compiling():
         if _in_onnx_export():
-            return "native"
+            if not is_symbolic(seq_len, batch):
+                return "native"  # torchlib translates aten::lstm/gru into ONNX nodes
+            # torch.nn's forward cannot export symbolic sizes: fastrnn's op, which the
+            # exporter translates into the same ONNX nodes (fastrnn.onnx_export)
+            from fastrnn import onnx_export
+            onnx_export.register()
+            return _size_free_kernel(cell, device, dtype, hidden, proj, packed)
         # Dynamo shows a symbolic size to traced code as a plain int, so under dynamo every
         # size may be symbolic (dynamic=True, or automatic dynamic shapes after a recompile):
         # one choice for every size. Non-strict torch.export shows SymInts.
         if torch.compiler.is_dynamo_compiling() or is_symbolic(seq_len, batch):
-            from fastrnn.dispatch import choose_backend
-            # kernels' reasons never depend on T or B: any size stands for the symbolic ones
-            return choose_backend("auto", Problem(cell, device, dtype, 1, 1, hidden, proj,
-                                                  packed))
+            return _size_free_kernel(cell, device, dtype, hidden, proj, packed)
     return None
+
+
+def _size_free_kernel(cell, device, dtype, hidden, proj, packed) -> str:
+    from fastrnn.dispatch import choose_backend
+    # kernels' reasons never depend on T or B: any size stands for the symbolic ones
+    return choose_backend("auto", Problem(cell, device, dtype, 1, 1, hidden, proj, packed))

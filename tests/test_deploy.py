@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from typing import Optional
 
 import onnx
@@ -194,6 +196,34 @@ def test_onnx_dynamo_exporter(cell, kwargs, hx):
 
 
 @pytest.mark.parametrize("cell,kwargs,hx", CONFIGS, ids=IDS)
+def test_onnx_dynamo_exporter_dynamic_batch_and_time(cell, kwargs, hx):
+    """torch.nn fails here (its forward specializes the sizes); fastrnn's op becomes the
+    standard ONNX node (fastrnn.onnx_export)."""
+    reference, model = _pair(cell, kwargs)
+    args = _inputs(cell, kwargs, hx, 2, 5)
+    program = torch.onnx.export(model, args, dynamo=True, verbose=False,
+                                dynamic_shapes=_dynamic_shapes(kwargs, args))
+    proto = program.model_proto.SerializeToString()
+    _check_onnx(cell, proto)
+    for b, t in ((3, 9), (1, 17)):
+        more = _inputs(cell, kwargs, hx, b, t)
+        torch.testing.assert_close(_onnxruntime(proto, more), reference(*more), **TOL)
+
+
+def _dynamic_shapes(kwargs: dict, args) -> tuple:
+    batch, time = Dim("batch"), Dim("time")
+    x_dims = {0: batch, 1: time} if kwargs.get("batch_first") else {0: time, 1: batch}
+    return (x_dims,) + tuple({1: batch} for _ in args[1:])
+
+
+def test_import_fastrnn_imports_no_onnx():
+    """The ONNX translation (and numba) load only when an export (a kernel) needs them."""
+    code = ("import sys, fastrnn; fastrnn.LSTM(2, 3); bad = [n for n in ('onnx', 'onnxruntime', "
+            "'onnxscript', 'numba') if n in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("cell,kwargs,hx", CONFIGS, ids=IDS)
 def test_quantize_dynamic_gives_torch_model(cell, kwargs, hx):
     reference, model = _pair(cell, kwargs)
     spec = {nn.LSTM, nn.GRU, nn.Linear}
@@ -262,10 +292,7 @@ def test_func_jacrev_and_jvp(cell, kwargs, hx):
 def test_export_dynamic_batch_and_time(cell, kwargs, hx):
     reference, model = _pair(cell, kwargs)
     args = _inputs(cell, kwargs, hx, 2, 5)
-    batch, time = Dim("batch"), Dim("time")
-    x_dims = {0: batch, 1: time} if kwargs.get("batch_first") else {0: time, 1: batch}
-    shapes = (x_dims,) + tuple({1: batch} for _ in args[1:])
-    program = torch.export.export(model, args, dynamic_shapes=shapes)
+    program = torch.export.export(model, args, dynamic_shapes=_dynamic_shapes(kwargs, args))
     for b, t in ((3, 9), (1, 17)):
         more = _inputs(cell, kwargs, hx, b, t)
         torch.testing.assert_close(program.module()(*more), reference(*more), **TOL)
