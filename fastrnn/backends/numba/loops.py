@@ -13,7 +13,7 @@ from numba import njit
 from fastrnn import cells
 
 from .math_kernels import sigmoid, tanh
-from .matmul import matmul_into
+from .matmul import matmul_into, matmul_packed_into, pack_b
 
 # compile-time constants in the loops below
 RNN_TANH, RNN_RELU, LSTM, GRU = (cells.CELLS[name].code
@@ -190,9 +190,10 @@ def forward_loop(cell, xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh_t, b_hn, h0
     m = np.zeros((rows, H), dtype=y.dtype)
     hp = np.empty((rows, width), dtype=y.dtype)
     n = np.empty(H, dtype=y.dtype)
+    w_hh_p = pack_b(w_hh_t)  # once per call: every step reads W_hh^T panel by panel
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
-        matmul_into(h, w_hh_t, gh)
+        matmul_packed_into(h, w_hh_p, gh)
         if fuse_input_gemm:
             matmul_into(x_in[t, lo:hi], w_ih_t, gx)
             if bias.shape[0] > 0:
@@ -254,6 +255,7 @@ def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, 
     d_pre_hh = np.empty((rows, gates if cell == GRU else 0), dtype=grad_y.dtype)
     direct = np.zeros((rows, width), dtype=grad_y.dtype)
     dh_new = np.empty((rows, width), dtype=grad_y.dtype)
+    w_hh_p = pack_b(w_hh)  # once per call: every step reads W_hh panel by panel
     for s in range(seq_len):
         t = s if reverse else seq_len - 1 - s
         for b in range(rows):
@@ -291,9 +293,9 @@ def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, 
         # RNN/LSTM: the recurrent pre-activation's gradient is d_xg itself (rows lo:hi of
         # step t are contiguous), GRU: d_pre_hh, whose n block holds d(W_hn h + b_hn).
         if cell == GRU:
-            matmul_into(d_pre_hh, w_hh, dh_new)
+            matmul_packed_into(d_pre_hh, w_hh_p, dh_new)
         else:
-            matmul_into(d_xg[t, lo:hi], w_hh, dh_new)
+            matmul_packed_into(d_xg[t, lo:hi], w_hh_p, dh_new)
         for b in range(rows):
             if t < lengths[lo + b]:
                 for k in range(width):
