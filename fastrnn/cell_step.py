@@ -3,8 +3,9 @@
 
 A cell is called once per token or frame, so what a call costs besides the kernel is the whole
 cost. What depends only on the module and the call's kind is computed once and cached: the
-backend choice (per key, next to ``fastrnn.dispatch``'s), the weights' numpy views (per
-module, rebuilt when a parameter's storage or version changes). Inputs and outputs cross to
+backend choice (``BackendMixin._choose``'s memo), the weights' numpy views and, for
+inference, their transposed copies (per module, rebuilt when a parameter's storage or version
+changes). Inputs and outputs cross to
 numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out).
 
 ``cell_route`` decides what runs a call, the one place the modules and the tests ask:
@@ -19,13 +20,10 @@ numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out)
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from fastrnn import dispatch
 from fastrnn.cells import CELLS
 from fastrnn.eager import only_eager_sees
 
@@ -49,19 +47,9 @@ def _kernels():
     return _LOADED[0]
 
 
-def _backend(module, cell: str, x: Tensor, batch: int, grad: bool) -> str:
-    """``module.backend`` resolved for this call, as ``BackendMixin._choose`` would: the same
-    ``dispatch.choose_module_backend``, memoised under a shorter key in dispatch's own dict (so
-    that ``dispatch.clear_caches`` forgets it too). FASTRNN_BACKEND only matters to 'auto'."""
-    backend = module.backend
-    env = os.environ.get(dispatch.ENV_VAR) if backend == "auto" else None
-    key = ("cell-step", backend, cell, x.dtype, batch, module.hidden_size, grad,
-           module.training, env)
-    choice = dispatch._module_choices.get(key)
-    if choice is None:
-        choice = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
-        dispatch._module_choices[key] = choice
-    return choice
+def _backend(module, cell: str, x: Tensor, batch: int) -> str:
+    """``module.backend`` resolved for this call (``BackendMixin._choose``, memoised there)."""
+    return module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
 
 
 def _weights(params: dict, dtype: torch.dtype, module):
@@ -116,40 +104,42 @@ def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
     return states
 
 
-def _requires_grad(input: Tensor, params: dict, states) -> bool:
+def _requires_grad(input: Tensor, params: dict) -> bool:
     if (input.requires_grad or params["weight_ih"].requires_grad
             or params["weight_hh"].requires_grad):
         return True
     bias = params["bias_ih"]
-    if bias is not None and (bias.requires_grad or params["bias_hh"].requires_grad):
-        return True
-    for s in states:
-        if s.requires_grad:
-            return True
-    return False
+    return bias is not None and (bias.requires_grad or params["bias_hh"].requires_grad)
+
+
+def _any_state_requires_grad(hx) -> bool:
+    states = hx if isinstance(hx, (tuple, list)) else (hx,)
+    return any(getattr(s, "requires_grad", False) for s in states)
 
 
 def cell_route(module, input, hx) -> str:
     """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
-    'step_function' or 'layer'."""
-    if type(input) is not Tensor:
-        return "layer"
+    'step_function' or 'layer'. 'native' is decided first, from the call's kind alone (it
+    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments."""
+    if type(input) is not Tensor or not only_eager_sees():
+        return "layer"  # other contexts: the general path (fastrnn.contexts decides there)
     dim = input.dim()
     if dim != 2 and dim != 1:
         return "layer"
-    cell = module._cell_name()
     batch = input.size(0) if dim == 2 else 1
-    states = _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input)
-    if states is None or batch == 0:
+    if batch == 0:
         return "layer"
+    cell = module._cell_name()
     params = module._parameters
-    grad = torch.is_grad_enabled() and _requires_grad(input, params, states)
-    backend = _backend(module, cell, input, batch, grad)
+    grad = torch.is_grad_enabled() and (
+        _requires_grad(input, params) or (hx is not None and _any_state_requires_grad(hx)))
+    backend = _backend(module, cell, input, batch)
     if backend == "native":
         return "native"
     if (backend != "numba" or not input.is_cpu or input.dtype not in _NATIVE
             or input.size(-1) != module.input_size or torch.is_autocast_enabled("cpu")
-            or _weights(params, input.dtype, module) is None or not only_eager_sees()):
+            or _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input) is None
+            or _weights(params, input.dtype, module) is None):
         return "layer"
     return "step_function" if grad else "step"
 

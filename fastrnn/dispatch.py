@@ -164,6 +164,14 @@ def _choose_module_traced(request: str, cell: str, device: str, dtype: torch.dty
 _module_choices: dict = {}  # call key -> backend name: a process's choices never change
 
 
+def module_choice_key(module_choice, cell, device, dtype, seq_len, batch, hidden, proj,
+                      has_lengths, mode, module_training, kind) -> tuple:
+    """The key of a module call's choice in the per-process cache (``choose_module_backend``'s
+    arguments and FASTRNN_BACKEND)."""
+    return (module_choice, cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
+            module_training, kind, os.environ.get(ENV_VAR))
+
+
 def choose_module_backend(module_choice: str, cell: str, device: torch.device,
                           dtype: torch.dtype, seq_len: int, batch: int, hidden: int, proj: int,
                           has_lengths: bool, mode: str, module_training: bool,
@@ -178,8 +186,8 @@ def choose_module_backend(module_choice: str, cell: str, device: torch.device,
         return _choose_module_traced(requested_backend(module_choice), cell, str(device), dtype,
                                      _size_free(seq_len), _size_free(batch), hidden, proj,
                                      has_lengths, mode, module_training, kind)
-    key = (module_choice, cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
-           module_training, kind, os.environ.get(ENV_VAR))
+    key = module_choice_key(module_choice, cell, device, dtype, seq_len, batch, hidden, proj,
+                            has_lengths, mode, module_training, kind)
     backend = _module_choices.get(key)
     if backend is None:
         problem = Problem(cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,

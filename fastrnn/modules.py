@@ -9,6 +9,7 @@ the installed torch's.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from torch import nn
@@ -16,8 +17,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import module_cell_name
-from fastrnn.contexts import context_backend
-from fastrnn.dispatch import check_backend_name, choose_module_backend, requested_backend
+from fastrnn.contexts import context_backend, is_symbolic
+from fastrnn.dispatch import (ENV_VAR, _module_choices, check_backend_name,
+                              choose_module_backend, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
 from fastrnn.scripting import torch_view
 
@@ -54,6 +56,12 @@ def allow_dynamo_tracing() -> None:
     torch._dynamo.config.allow_rnn = True
 
 
+# A call's short key (what _choose sees, without the FASTRNN_BACKEND read explicit choices
+# never need) -> dispatch's full key for it: the choice itself stays in dispatch's dict, so
+# dispatch.clear_caches() still forgets it.
+_choice_keys: dict = {}
+
+
 class BackendMixin:
     """The ``backend`` attribute every fastrnn module adds to its torch.nn base class, and the
     choice of what runs a call: ``native`` (the torch.nn base class's own forward) or a kernel."""
@@ -70,6 +78,17 @@ class BackendMixin:
             x.requires_grad or any(w.requires_grad for w in self._weights_for_dispatch()))
         device = x.device
         dtype = x.dtype
+        eager = not (torch.jit.is_tracing() or torch._C._are_functorch_transforms_active()
+                     or torch.compiler.is_compiling())
+        if eager:  # no context to consult (fastrnn.contexts): a repeated call is two lookups
+            key = (self.backend, cell, device, dtype, seq_len, batch, hidden, proj, packed,
+                   grad, self.training, kind, torch.is_autocast_enabled(device.type),
+                   os.environ.get(ENV_VAR) if self.backend == "auto" else None)
+            full_key = _choice_keys.get(key)
+            if full_key is not None:
+                backend = _module_choices.get(full_key)  # None once dispatch.clear_caches ran
+                if backend is not None:
+                    return backend
         if dtype.is_floating_point and torch.is_autocast_enabled(device.type):
             # auto has no measurements under autocast: torch.nn's own path (or the kernel
             # computing in the autocast dtype, when chosen explicitly)
@@ -80,8 +99,15 @@ class BackendMixin:
                                   seq_len, batch, hidden, proj, packed)
         if backend is not None:
             return backend
-        return choose_module_backend(self.backend, cell, device, dtype, seq_len, batch, hidden,
-                                     proj, packed, mode, self.training, kind)
+        backend = choose_module_backend(self.backend, cell, device, dtype, seq_len, batch,
+                                        hidden, proj, packed, mode, self.training, kind)
+        if eager and not is_symbolic(seq_len, batch):
+            if len(_choice_keys) >= 65536:
+                _choice_keys.clear()
+            _choice_keys[key] = module_choice_key(self.backend, cell, device, dtype, seq_len,
+                                                  batch, hidden, proj, packed, mode,
+                                                  self.training, kind)
+        return backend
 
     def __prepare_scriptable__(self):
         """torch.jit.script compiles torch.nn's forward on this module's own parameters
