@@ -20,10 +20,13 @@ numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out)
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from torch import Tensor
 
+from fastrnn import dispatch
 from fastrnn.cells import CELLS
 from fastrnn.eager import only_eager_sees
 
@@ -47,9 +50,37 @@ def _kernels():
     return _LOADED[0]
 
 
+# A cell call's short key -> dispatch's full key (dispatch.module_choice_key) for it: the
+# choice itself stays in dispatch's dict, so dispatch.clear_caches() still forgets it.
+_choice_keys: dict = {}
+
+
 def _backend(module, cell: str, x: Tensor, batch: int) -> str:
-    """``module.backend`` resolved for this call (``BackendMixin._choose``, memoised there)."""
-    return module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+    """``module.backend`` resolved for this call: ``BackendMixin._choose`` once per kind of
+    call, then two dict lookups (``cell_route`` runs this in plain eager mode only, where no
+    execution context steers the choice)."""
+    device = x.device
+    if torch.is_autocast_enabled(device.type):
+        return module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+    params = module._parameters
+    # the mode exactly as _choose derives it
+    grad = torch.is_grad_enabled() and (x.requires_grad or params["weight_ih"].requires_grad
+                                        or params["weight_hh"].requires_grad)
+    backend = module.backend
+    key = (backend, cell, device, x.dtype, batch, module.hidden_size, grad, module.training,
+           os.environ.get(dispatch.ENV_VAR) if backend == "auto" else None)
+    full = _choice_keys.get(key)
+    if full is not None:
+        backend = dispatch._module_choices.get(full)
+        if backend is not None:
+            return backend
+    backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+    if len(_choice_keys) >= 65536:
+        _choice_keys.clear()
+    _choice_keys[key] = dispatch.module_choice_key(
+        module.backend, cell, device, x.dtype, 1, batch, module.hidden_size, 0, False,
+        "training" if grad else "inference", module.training, "cell")
+    return backend
 
 
 def _weights(params: dict, dtype: torch.dtype, module):
