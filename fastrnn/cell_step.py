@@ -183,9 +183,10 @@ def _array(t: Tensor):
     return a.reshape(1, a.shape[0]) if a.ndim == 1 else a
 
 
-def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
-    """Run the fused forward on the weights ``cell_route`` just cached; returns (h', c' or
-    None, the kernel's arrays)."""
+def _forward_arrays(module, cell: str, x: Tensor, hx):
+    """The training forward on the weights ``cell_route`` just cached, read in place (they
+    change every optimizer step), saving the workspace; returns (h', c' or None, the arrays
+    the backward reads)."""
     dtype = x.dtype
     hidden = module.hidden_size
     is_lstm = cell == "lstm"
@@ -197,28 +198,16 @@ def _forward_arrays(module, cell: str, x: Tensor, hx, need_ws: bool):
         ha, ca = _array(hx[0]), _array(hx[1])
     else:
         ha = ca = _array(hx)
-    cached = module.__dict__["_fastrnn_step_weights"]
-    w_ih, w_hh, b_ih, b_hh = cached[1]
-    if need_ws:  # training: the weights change every optimizer step, read them in place
-        wt_ih = wt_hh = _EMPTY[dtype]
-    else:
-        wt_ih, wt_hh = cached[2] if cached[2] is not None else _transposed(module, cached)
-    ws = (np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if need_ws and _WS[cell]
-          else _EMPTY[dtype])
+    w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
+    ws = np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if _WS[cell] else _EMPTY[dtype]
     unbatched = x.dim() == 1
-    if is_lstm:
-        out = np.empty((2, batch, hidden), dtype=_NP[dtype])
-        h_out, c_out = out[0], out[1]
-        _kernels().forward(2, xa, ha, ca, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, ws)
-        if unbatched:
-            return torch.from_numpy(h_out[0]), torch.from_numpy(c_out[0]), (
-                xa, ha, ca, w_ih, w_hh, h_out, ws)
-        return torch.from_numpy(h_out), torch.from_numpy(c_out), (
-            xa, ha, ca, w_ih, w_hh, h_out, ws)
-    h_out = np.empty((batch, hidden), dtype=_NP[dtype])
-    _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, h_out, ws)
-    return torch.from_numpy(h_out[0] if unbatched else h_out), None, (
-        xa, ha, ca, w_ih, w_hh, h_out, ws)
+    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
+    h_out, c_out = out[0], out[-1]
+    _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, _EMPTY[dtype],
+                       _EMPTY[dtype], h_out, c_out, ws)
+    h = torch.from_numpy(h_out[0] if unbatched else h_out)
+    c = torch.from_numpy(c_out[0] if unbatched else c_out) if is_lstm else None
+    return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws)
 
 
 def _inference(module, cell: str, x: Tensor, hx):
@@ -293,7 +282,7 @@ class CellStep(torch.autograd.Function):
     def forward(ctx, module, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         is_lstm = cell == "lstm"
         hx = ((h0, c0) if is_lstm else h0) if h0 is not None else None
-        h, c, arrays = _forward_arrays(module, cell, x, hx, True)
+        h, c, arrays = _forward_arrays(module, cell, x, hx)
         ctx.cell, ctx.arrays, ctx.unbatched = cell, arrays, x.dim() == 1
         ctx.set_materialize_grads(False)
         # Saved for torch's version checks and the create_graph backward; the fused backward
