@@ -4,7 +4,7 @@ backend cannot run an input. An explicit choice never falls back silently: it ra
 Two levels. A module call (``choose_module_backend``) chooses between ``native`` (torch.nn's
 own implementation of the whole call) and fastrnn's kernels; ``auto`` takes the kernel only
 where this machine class's measurements (``fastrnn.auto``) show it faster. A layer-direction
-(``choose_backend``, what ``fastrnn.functional`` runs) chooses among the kernels only.
+(``choose_backend``, what ``fastrnn.layer`` runs) chooses among the kernels only.
 """
 from __future__ import annotations
 
@@ -92,7 +92,6 @@ def _choose(request: str, problem: Problem) -> str:
     raise BackendUnavailableError(f"no fastrnn backend can run this input: {reasons}")
 
 
-@torch.compiler.assume_constant_result
 def _choose_traced(request: str, cell: str, device: str, dtype: torch.dtype, seq_len: int,
                    batch: int, hidden: int, proj: int, has_lengths: bool) -> str:
     # Plain arguments: under torch.compile the choice is made once at trace time.
@@ -107,8 +106,9 @@ def choose_backend(module_choice: str, problem: Problem) -> str:
     p = problem
     seq_len, batch = _size_free(p.seq_len), _size_free(p.batch)
     if torch.compiler.is_compiling():
-        return _choose_traced(request, p.cell, str(p.device), p.dtype, seq_len, batch,
-                              p.hidden, p.proj, p.has_lengths)
+        return _TRACED.get("layer", _choose_traced)(request, p.cell, str(p.device), p.dtype,
+                                                    seq_len, batch, p.hidden, p.proj,
+                                                    p.has_lengths)
     if (seq_len, batch) != (p.seq_len, p.batch):
         problem = dataclasses.replace(problem, seq_len=seq_len, batch=batch)
     return _choose(request, problem)
@@ -151,7 +151,6 @@ def _choose_module(request: str, problem: Problem, kind: str) -> str:
     return auto_decision(problem, kind).backend
 
 
-@torch.compiler.assume_constant_result
 def _choose_module_traced(request: str, cell: str, device: str, dtype: torch.dtype,
                           seq_len: int, batch: int, hidden: int, proj: int, has_lengths: bool,
                           mode: str, module_training: bool, kind: str) -> str:
@@ -159,6 +158,19 @@ def _choose_module_traced(request: str, cell: str, device: str, dtype: torch.dty
     return _choose_module(request, Problem(cell, torch.device(device), dtype, seq_len, batch,
                                            hidden, proj, has_lengths, mode, module_training),
                           kind)
+
+
+_TRACED: dict = {}  # the two choosers as torch.compile sees them (prepare_for_dynamo)
+
+
+def prepare_for_dynamo() -> None:
+    """Wrap the choosers in ``torch.compiler.assume_constant_result``, so that under
+    torch.compile a choice is made once at trace time from plain arguments. Called when a
+    fastrnn module is made (outside any trace), not at import: the wrapper imports torch._dynamo
+    (and triton with it), ~1.5 s that plain eager users never need."""
+    if not _TRACED:
+        _TRACED["layer"] = torch.compiler.assume_constant_result(_choose_traced)
+        _TRACED["module"] = torch.compiler.assume_constant_result(_choose_module_traced)
 
 
 _module_choices: dict = {}  # call key -> backend name: a process's choices never change
@@ -183,9 +195,9 @@ def choose_module_backend(module_choice: str, cell: str, device: torch.device,
     if torch.compiler.is_compiling():
         # symbolic sizes reach here only for explicit choices (fastrnn.contexts steers auto
         # then), and checking an explicit choice does not depend on T or B
-        return _choose_module_traced(requested_backend(module_choice), cell, str(device), dtype,
-                                     _size_free(seq_len), _size_free(batch), hidden, proj,
-                                     has_lengths, mode, module_training, kind)
+        return _TRACED.get("module", _choose_module_traced)(
+            requested_backend(module_choice), cell, str(device), dtype, _size_free(seq_len),
+            _size_free(batch), hidden, proj, has_lengths, mode, module_training, kind)
     key = module_choice_key(module_choice, cell, device, dtype, seq_len, batch, hidden, proj,
                             has_lengths, mode, module_training, kind)
     backend = _module_choices.get(key)

@@ -18,6 +18,8 @@ import sys
 
 import torch
 
+from fastrnn import machine
+
 MIN_BYTES = 4 << 20  # two huge pages: smaller buffers would gain at most one fault
 _PAGE = 4096
 _MADV_HUGEPAGE = 14  # linux/mman.h
@@ -45,7 +47,7 @@ def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     Real tensors only: callers do not use it under fake tensors or tracing (no data there)."""
     t = torch.empty(shape, dtype=dtype)
     size = t.numel() * t.element_size()
-    if size >= MIN_BYTES:
+    if size >= MIN_BYTES and not machine.generic_only():
         madvise = _lookup()
         if madvise:
             start = (t.data_ptr() + _PAGE - 1) & ~(_PAGE - 1)  # whole pages inside the block

@@ -3,7 +3,8 @@ dtypes torch's oneDNN inner product accepts here. Every ISA-specific path of fas
 module, never the CPU directly, so one switch forces the generic paths on any machine.
 
 ``FASTRNN_CPU_ISA`` = ``avx512`` | ``avx2`` | ``generic`` caps the ISA class fastrnn's own code
-assumes (it never raises it above the host's). Tests and CI set it to run the AVX2 and generic
+assumes (it never raises it above the host's); ``generic`` also turns off every other CPU
+shortcut (``generic_only``). Tests and CI set it to run the AVX2 and generic
 paths on an AVX-512 box; the numba backend then also compiles for that class (``numba_target``),
 so its plain loops do not use AVX-512 either. torch's own kernels (oneDNN, ATen) follow their
 own switches (``ONEDNN_MAX_CPU_ISA``, ``ATEN_CPU_CAPABILITY``): fastrnn asks oneDNN what it
@@ -71,6 +72,14 @@ def cpu_isa() -> str:
     return min(host, cap, key=ISA_LEVELS.index)
 
 
+@functools.lru_cache(maxsize=1)
+def generic_only() -> bool:
+    """FASTRNN_CPU_ISA=generic was asked for: besides plain vector code, fastrnn then uses none
+    of its CPU shortcuts past torch (oneDNN called directly, the OpenMP bridge, huge pages), so
+    a test run covers every fallback a CPU without them takes."""
+    return os.environ.get(ENV_VAR, "").strip().lower() == "generic"
+
+
 def numba_target() -> tuple[str, str] | None:
     """(CPU name, features) numba must compile for when FASTRNN_CPU_ISA lowers the class below
     the host's, else None (numba's default: the host). Numba keys its disk cache by target, so
@@ -86,7 +95,8 @@ def onednn_accepts(dtype: torch.dtype) -> bool:
     ``dtype`` on this CPU. float32 wherever torch has oneDNN; bfloat16 / float16 only where
     torch says the CPU supports them (oneDNN refuses them on e.g. AVX2-only CPUs) and one tiny
     call succeeds: checked once per dtype per process, never per call."""
-    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops, "mkldnn")):
+    if generic_only() or not (torch.backends.mkldnn.is_available()
+                              and hasattr(torch.ops, "mkldnn")):
         return False
     op = getattr(getattr(torch.ops.mkldnn, "_linear_pointwise", None), "default", None)
     if op is None:

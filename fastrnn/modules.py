@@ -53,7 +53,9 @@ def allow_dynamo_tracing() -> None:
     fastrnn module exists; it also lets dynamo trace plain torch.nn RNNs (torch's own option)."""
     import torch._dynamo
 
+    from fastrnn import dispatch
     torch._dynamo.config.allow_rnn = True
+    dispatch.prepare_for_dynamo()
 
 
 # A call's short key (what _choose sees, without the FASTRNN_BACKEND read explicit choices

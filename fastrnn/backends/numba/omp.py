@@ -74,8 +74,10 @@ def _init() -> dict:
 
 
 def available() -> bool:
-    """Whether loops can run on torch's OpenMP threads here."""
-    return bool(_init())
+    """Whether loops can run on torch's OpenMP threads here (never under FASTRNN_CPU_ISA=generic,
+    which tests the thread-pool fallback)."""
+    from fastrnn import machine
+    return not machine.generic_only() and bool(_init())
 
 
 @intrinsic
