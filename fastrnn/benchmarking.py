@@ -172,7 +172,7 @@ def _progress(done: int, total: int, label: str) -> None:
 
 
 def format_table(rows: list[dict], info: dict) -> str:
-    head = (f"{'cell':5s} {'shape':12s} {'T,B,I,H':18s} {'backend':9s} {'torch fwd':>10s} "
+    head = (f"{'cell':5s} {'shape':12s} {'T,B,I,H':18s} {'backend':18s} {'torch fwd':>10s} "
             f"{'fastrnn fwd':>12s} {'ratio':>6s} {'torch f+b':>10s} {'fastrnn f+b':>12s} "
             f"{'ratio':>6s}")
     lines = [f"device: {info['device']} ({info['device_name']}), dtype {rows[0]['dtype'] if rows else ''}, "
@@ -180,7 +180,7 @@ def format_table(rows: list[dict], info: dict) -> str:
              head, "-" * len(head)]
     for r in rows:
         dims = ",".join(str(v) for v in r["dims"][:4])
-        lines.append(f"{r['cell']:5s} {r['shape']:12s} {dims:18s} {r['backend']:9s} "
+        lines.append(f"{r['cell']:5s} {r['shape']:12s} {dims:18s} {r['backend']:18s} "
                      f"{r['torch_fwd_ms']:10.2f} {r['fastrnn_fwd_ms']:12.2f} {r['ratio_fwd']:6.2f} "
                      f"{r['torch_fwdbwd_ms']:10.2f} {r['fastrnn_fwdbwd_ms']:12.2f} "
                      f"{r['ratio_fwdbwd']:6.2f}")
@@ -222,8 +222,7 @@ def plot_speedups(rows: list[dict], info: dict, path: str) -> None:
 
 
 def main(args) -> int:
-    from fastrnn.backends.problem import Problem
-    from fastrnn.dispatch import choose_backend
+    from fastrnn.dispatch import choose_module_backend
 
     if args.latency:
         return _latency_main(args)
@@ -244,10 +243,15 @@ def main(args) -> int:
     for index, (cell, (name, shape)) in enumerate(jobs):
         _progress(index, len(jobs), f"{cell} {name}")
         op_cell = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}[cell]
-        backend = choose_backend(args.backend, Problem(
-            op_cell, torch.device(device), dtype, shape[0], shape[1], shape[3], 0, False))
-        row = dict(cell=cell, shape=name, dims=list(shape), dtype=args.dtype, backend=backend)
-        row.update(measure(cell, shape, dtype, device, backend, args.repeat))
+        # what runs each mode: the module-level choice (auto: native or a kernel per mode)
+        runs = [choose_module_backend(args.backend, op_cell, torch.device(device), dtype,
+                                      shape[0], shape[1], shape[3], 0, False, mode, True)
+                for mode in ("inference", "training")]
+        label = runs[0] if runs[0] == runs[1] else "/".join(runs)
+        if args.backend == "auto":
+            label = "auto:" + label
+        row = dict(cell=cell, shape=name, dims=list(shape), dtype=args.dtype, backend=label)
+        row.update(measure(cell, shape, dtype, device, args.backend, args.repeat))
         rows.append(row)
     _progress(len(jobs), len(jobs), "done")
     print(format_table(rows, info))
