@@ -31,8 +31,8 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 import numpy as np
 from numba import njit
 
-from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, ROWS, VECTORS, WIDE, row_narrow,
-                          row_wide, tile_narrow, tile_wide)
+from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, PACK, ROWS, VECTORS, WIDE,
+                          row_narrow, row_wide, tile_narrow, tile_wide)
 
 # Output columns per panel of the plain kernels: 8 rows of a panel of ``out`` (16 KB in
 # float32) stay in L1 over the whole k loop, and its block of b (K x PANEL) in L2 across rows.
@@ -285,9 +285,15 @@ def matmul_into(a, b, out):
 def pack_b(b):
     """b (K, N) -> packed (K*N,): b's columns in the panels ``matmul_packed_into`` runs (for
     each panel of ``_panels(N)``, its (K, width) block, row-major), for a b multiplied many
-    times (W_hh over the time steps). Any strides; float32 or float64."""
+    times (W_hh over the time steps). Any strides; float32 or float64. Where the class does
+    not pack (``vector_tile.SHAPES``), b's rows, row-major (matmul_packed_into is then
+    matmul_into)."""
     K, N = b.shape
     packed = np.empty(K * N, dtype=b.dtype)
+    if not PACK:
+        for k in range(K):
+            packed[k * N:(k + 1) * N] = b[k, :]
+        return packed
     plan = _panels(N, b.itemsize)
     off = 0
     for p in range(plan.shape[0]):
@@ -313,6 +319,9 @@ def matmul_packed_into(a, packed, out):
     if packed.shape[0] != K * N:
         raise ValueError("matmul_packed_into: packed must be pack_b(b) of b (K, N) with K = "
                          "a.shape[1] and N = out.shape[1] (K*N elements)")
+    if not PACK:
+        matmul_into(a, packed.reshape((K, N)), out)
+        return
     out[:, :] = 0
     tiles = TILES and out.strides[1] == size
     ldo = out.strides[0] // size

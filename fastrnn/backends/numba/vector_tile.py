@@ -37,20 +37,25 @@ from fastrnn import machine
 class TileShape(NamedTuple):
     """One class's tiles: ``rows`` x (``vectors`` = (wide, narrow)) vectors of ``bits`` bits; the
     wide tile first where the output has at least ``wide`` columns, then the narrow; k in blocks of
-    ``depth`` rows of b (a block of b stays in L1 while the tile walks down the rows of a)."""
+    ``depth`` rows of b (a block of b stays in L1 while the tile walks down the rows of a);
+    ``pack``: whether ``matmul.pack_b`` lays b out panel by panel (else it keeps b's rows and
+    ``matmul_packed_into`` is ``matmul_into``)."""
     rows: int
     vectors: tuple
     bits: int
     wide: int
     depth: int
+    pack: bool
 
 
 # The one table: which tile each ISA class runs, and why (one line each).
 SHAPES: dict[str, Optional[TileShape]] = {
     # 32 zmm: 8x3 = 24 accumulators + 3 of b + 1 broadcast; 3 vectors measured faster from N=1024
-    "avx512": TileShape(rows=8, vectors=(3, 2), bits=512, wide=1024, depth=256),
+    # (in place as fast as packed there: 2-3 zmm rows of b are 128-192 B, few 4 KB-alias misses)
+    "avx512": TileShape(rows=8, vectors=(3, 2), bits=512, wide=1024, depth=256, pack=False),
     # 16 ymm: 4x3 = 12 accumulators + 3 of b + 1 broadcast (6x2 measured slower); 4 | row slices
-    "avx2": TileShape(rows=4, vectors=(3, 2), bits=256, wide=0, depth=256),
+    # (packed: b read in place runs at 60-75% of packed from N = 1024 on, see results)
+    "avx2": TileShape(rows=4, vectors=(3, 2), bits=256, wide=0, depth=256, pack=True),
     # no vector FMA assumed (ARM, old x86): the plain kernels only
     "generic": None,
 }
@@ -64,6 +69,7 @@ VECTORS = ACTIVE.vectors if AVAILABLE else (1, 1)
 BITS = ACTIVE.bits if AVAILABLE else 512
 WIDE = ACTIVE.wide if AVAILABLE else 0
 DEPTH = ACTIVE.depth if AVAILABLE else 256
+PACK = ACTIVE.pack if AVAILABLE else False
 # (Numba's disk cache is keyed by the compile target, so code compiled for one class is never
 # reused for another: see machine.numba_target.)
 
