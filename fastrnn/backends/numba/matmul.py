@@ -286,14 +286,16 @@ def pack_b(b):
     """b (K, N) -> packed (K*N,): b's columns in the panels ``matmul_packed_into`` runs (for
     each panel of ``_panels(N)``, its (K, width) block, row-major), for a b multiplied many
     times (W_hh over the time steps). Any strides; float32 or float64. Where the class does
-    not pack (``vector_tile.SHAPES``), b's rows, row-major (matmul_packed_into is then
-    matmul_into)."""
+    not pack (``vector_tile.SHAPES``), b's rows, row-major, a view of b where b is contiguous
+    (matmul_packed_into is then matmul_into)."""
     K, N = b.shape
-    packed = np.empty(K * N, dtype=b.dtype)
-    if not PACK:
-        for k in range(K):
-            packed[k * N:(k + 1) * N] = b[k, :]
-        return packed
+    if not PACK:  # b itself where it is contiguous: no copy on Numba's heap (4 KB pages; b may
+        return np.ascontiguousarray(b).reshape(K * N)  # sit on huge pages), as in place
+    # aligned to 64 bytes like numpy's own arrays (Numba's np.empty is only 16-byte aligned)
+    spare = 64 // b.itemsize
+    buffer = np.empty(K * N + spare, dtype=b.dtype)
+    start = (-buffer.ctypes.data) % 64 // b.itemsize
+    packed = buffer[start:start + K * N]
     plan = _panels(N, b.itemsize)
     off = 0
     for p in range(plan.shape[0]):
