@@ -21,6 +21,7 @@ from fastrnn.contexts import context_backend, is_symbolic
 from fastrnn.dispatch import (ENV_VAR, _module_choices, check_backend_name,
                               choose_module_backend, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
+from fastrnn import layer_step
 from fastrnn.scripting import torch_view
 
 
@@ -222,6 +223,11 @@ class RecurrentMixin(BackendMixin):
                             self.proj_size, packed, "sequence")
 
     def forward(self, input, hx=None):
+        if input.__class__ is torch.Tensor and self.num_layers == 1:
+            # one step of one layer: the cells' fused step where it applies (layer_step)
+            stepped = layer_step.step(self, input, hx)
+            if stepped is not None:
+                return stepped
         backend = self._call_backend(input)
         if backend == "native":
             return self._torch_class.forward(self, input, hx)
