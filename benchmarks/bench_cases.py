@@ -1,12 +1,11 @@
 """The parametrization shared by the inference and training benchmark files."""
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
-from providers import DEVICE, SMOKE, build, dtypes, providers, shapes, tf32_settings
+from providers import (DEVICE, SMOKE, build, dtypes, providers, shapes,  # noqa: F401
+                       tf32_mode, tf32_settings)
 
 CASES = [
     pytest.param(cell, name, shape, dtype, provider, tf32,
@@ -18,16 +17,6 @@ CASES = [
     for tf32 in tf32_settings(dtype)
     for provider in providers()
 ]
-
-
-@contextlib.contextmanager
-def tf32_mode(enabled: bool):
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def module_or_skip(provider, cell, shape, dtype):

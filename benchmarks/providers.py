@@ -3,6 +3,7 @@ FlashRNN when installed), the shape grid (shared with ``fastrnn bench``), and th
 every result carries."""
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 
@@ -36,6 +37,17 @@ def tf32_settings(dtype) -> list:
     return [True, False] if DEVICE == "cuda" and dtype == torch.float32 else [False]
 
 
+@contextlib.contextmanager
+def tf32_mode(enabled: bool):
+    """cuDNN and cuBLAS TF32 switches, as a user sets them (both)."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def providers() -> list[str]:
     names = ["torch"]
     report = fastrnn.available_backends(DEVICE)
@@ -44,7 +56,9 @@ def providers() -> list[str]:
             continue  # a readable Python loop: too slow to time on real shapes
         if not reasons:
             names.append(f"fastrnn-{backend}")
-    names.append("flashrnn")
+    names += ["fastrnn-auto", "flashrnn"]
+    if DEVICE == "cpu":
+        names.append("onnxruntime")  # CPU inference baseline: the torch.nn model exported
     return names
 
 
@@ -66,7 +80,42 @@ def build(provider: str, cell: str, shape, dtype):
                    "bidirectional module, and this wrapper does not build one)"
         twin = getattr(torch.nn, CELLS[cell])(features, hidden, **kwargs)
         return FlashRNNModule(twin, "cuda_fused" if DEVICE == "cuda" else "vanilla")
+    if provider == "onnxruntime":
+        return OnnxRuntimeModule.build(getattr(torch.nn, CELLS[cell])(features, hidden, **kwargs),
+                                       shape, dtype)
     raise ValueError(f"unknown provider {provider!r}")
+
+
+class OnnxRuntimeModule:
+    """torch.nn's module exported to ONNX (legacy exporter: standard LSTM/GRU/RNN nodes) and run
+    by onnxruntime on the CPU, inference only: the CPU inference bar of design.md.
+
+    ``__call__(x)``: x (T, B, I) -> (y (T, B, D*H),) as numpy-backed tensors.
+    """
+
+    def __init__(self, session):
+        self.session = session
+
+    @classmethod
+    def build(cls, twin, shape, dtype):
+        try:
+            import io
+
+            import onnxruntime
+        except ImportError as exc:
+            return f"onnxruntime is not importable ({exc}; pip install -e '.[bench]')"
+        if dtype != torch.float32:
+            return "onnxruntime: float32 only here"
+        buffer = io.BytesIO()
+        x = torch.randn(shape[0], shape[1], shape[2])
+        torch.onnx.export(twin.eval(), (x,), buffer, dynamo=False, input_names=["x"])
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # the same threads as torch
+        return cls(onnxruntime.InferenceSession(buffer.getvalue(), options,
+                                                providers=["CPUExecutionProvider"]))
+
+    def __call__(self, x):
+        return (torch.from_numpy(self.session.run(None, {"x": x.numpy()})[0]),)
 
 
 class FlashRNNModule(torch.nn.Module):

@@ -8,6 +8,8 @@ from providers import DEVICE, extra_info, peak_memory_mb, peak_memory_reset
 
 @pytest.mark.parametrize("cell,shape_name,shape,dtype,provider,tf32", CASES)
 def test_training(benchmark, cell, shape_name, shape, dtype, provider, tf32):
+    if provider == "onnxruntime":
+        pytest.skip("onnxruntime: an inference baseline (no backward)")
     module = module_or_skip(provider, cell, shape, dtype)
     x = torch.randn(shape[0], shape[1], shape[2], device=DEVICE, dtype=dtype,
                     requires_grad=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.nn.utils.rnn import PackedSequence
 
 from fastrnn.cells import cell_spec
 
@@ -42,3 +43,18 @@ def recurrence_inputs(cell: str, seq_len: int, batch: int, hidden: int, proj: in
         lengths=(torch.as_tensor(lengths, dtype=torch.int64, device=device)
                  if lengths is not None else None),
     )
+
+
+def flatten_outputs(result) -> list[torch.Tensor]:
+    """(output, hidden) of any recurrent module -> list of tensors (PackedSequence -> data)."""
+    out = []
+    stack = [result]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, PackedSequence):
+            out.append(item.data)
+        elif isinstance(item, (tuple, list)):
+            stack = list(item) + stack
+        elif isinstance(item, torch.Tensor):
+            out.append(item)
+    return out

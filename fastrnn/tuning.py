@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -119,6 +120,8 @@ def tune(device: str, repeat: int, quick: bool, progress=None) -> dict:
         "schema": auto.SCHEMA,
         "class": auto.machine_class(torch.device(device)),
         "source": {"command": "fastrnn tune " + " ".join(sys.argv[2:]),
+                   "environment": {k: os.environ.get(k) for k in (
+                       "FASTRNN_CPU_ISA", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")},
                    "date": datetime.date.today().isoformat(), "machine": machine_info(device),
                    "repeat": repeat, "rule": f"kernel where ratio < {auto.WIN_RATIO}"},
         "failed_checks": {c: why for c, (ok, why) in checks.items() if not ok},

@@ -4,20 +4,7 @@ from __future__ import annotations
 import torch
 from torch.nn.utils.rnn import PackedSequence
 
-
-def flatten_outputs(result) -> list[torch.Tensor]:
-    """(output, hidden) of any recurrent module -> list of tensors (PackedSequence -> data)."""
-    out = []
-    stack = [result]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, PackedSequence):
-            out.append(item.data)
-        elif isinstance(item, (tuple, list)):
-            stack = list(item) + stack
-        elif isinstance(item, torch.Tensor):
-            out.append(item)
-    return out
+from fastrnn.testing import flatten_outputs
 
 
 def outputs_and_grads(module, make_input, hx=None, seed=0):

@@ -13,7 +13,6 @@ Settings run in the order above, so a stage stopped at its budget loses whole se
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 
@@ -21,6 +20,7 @@ import torch
 
 import fastrnn
 import providers
+from providers import tf32_mode
 from fastrnn.benchmarking import GPU_GRID, SHAPES, _median_ms_in_rounds
 from fastrnn.dispatch import BackendUnavailableError
 from gpu_visit import evidence, stages
@@ -30,17 +30,6 @@ SETTINGS = [("float32", True), ("bfloat16", False), ("float16", False), ("float3
 PROVIDER_BACKEND = {"fastrnn-cuda": "cuda", "fastrnn-triton": "triton", "flashrnn": "flashrnn"}
 # Above this many ms for one call of the slowest contender, time fewer rounds.
 SLOW_CALL_MS = 100.0
-
-
-@contextlib.contextmanager
-def tf32_mode(enabled: bool):
-    """cuDNN and cuBLAS TF32 switches, as a user sets them (both, like bench_cases)."""
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def _sync():

@@ -20,11 +20,11 @@ import sys
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fastrnn
 from fastrnn.dispatch import BackendUnavailableError
-from fastrnn.testing import TOLERANCE
+from fastrnn.testing import TOLERANCE, flatten_outputs as _flatten
 from gpu_visit import evidence, stages
 
 KINDS = {"rnn_tanh": ("RNN", {"nonlinearity": "tanh"}),
@@ -42,19 +42,6 @@ DRY_CONFIGS = {
 }
 DTYPES = [torch.float64, torch.float32, torch.bfloat16, torch.float16]
 DRY_DTYPES = [torch.float64, torch.float32, torch.bfloat16]
-
-
-def _flatten(result) -> list[torch.Tensor]:
-    out, stack = [], [result]
-    while stack:
-        item = stack.pop(0)
-        if isinstance(item, PackedSequence):
-            out.append(item.data)
-        elif isinstance(item, (tuple, list)):
-            stack = list(item) + stack
-        elif isinstance(item, torch.Tensor):
-            out.append(item)
-    return out
 
 
 def run_module(module, config, x, hx, device):
