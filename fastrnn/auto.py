@@ -28,8 +28,9 @@ SCHEMA = "fastrnn-auto-table/1"
 ENV_VAR = "FASTRNN_AUTO_TABLE"  # a table file that replaces the packaged one (tests, tuning)
 TABLE_DIR = Path(__file__).parent / "tables"
 # A kernel must beat native by this margin at the nearest measured point: timings on small
-# shared machines drift by several percent between runs, and a tie goes to torch.nn.
-WIN_RATIO = 0.95
+# shared machines drift by several percent between runs (tables are measured with 3 rounds),
+# and anything near a tie goes to torch.nn.
+WIN_RATIO = 0.9
 # How far (factor, per dimension) a call may lie outside the measured range and still use it.
 REACH = 2.0
 # RNN_RELU runs the same kernels as RNN_TANH at the same cost: it reads RNN_TANH's points.
