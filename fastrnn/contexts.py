@@ -69,6 +69,15 @@ def context_backend(request: str, cell: str, device: torch.device, dtype: torch.
 
 
 def _size_free_kernel(cell, device, dtype, hidden, proj, packed) -> str:
-    from fastrnn.dispatch import choose_backend
+    from fastrnn import auto
+    from fastrnn.dispatch import choose_backend, unsupported_reasons
     # kernels' reasons never depend on T or B: any size stands for the symbolic ones
-    return choose_backend("auto", Problem(cell, device, dtype, 1, 1, hidden, proj, packed))
+    problem = Problem(cell, device, dtype, 1, 1, hidden, proj, packed)
+    if device.type == "cuda":
+        # on a GPU only kernels with evidence for this architecture (auto's table), else
+        # torch.nn's own forward, as auto does everywhere on a GPU without evidence
+        for name in auto.measured_kernels(auto.machine_class(device)):
+            if not unsupported_reasons(name, problem):
+                return name
+        return "native"
+    return choose_backend("auto", problem)

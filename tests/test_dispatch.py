@@ -225,3 +225,13 @@ def test_gpu_evidence_becomes_a_table_only_where_checks_passed(table):
     point = auto.load_table("cuda-sm_90").nearest("sequence", "lstm", "bfloat16", "inference",
                                                   1024, 16, 768)[0]
     assert point.backend == "cuda" and path.exists()
+
+
+def test_compile_on_a_gpu_without_evidence_stays_native():
+    """Under torch.compile auto chooses without sizes: on CUDA only a kernel with evidence for
+    the architecture (none here), else torch.nn's own forward; on the CPU the first kernel."""
+    from fastrnn import contexts
+    assert contexts._size_free_kernel("gru", torch.device("cuda"), torch.float32, 8, 0,
+                                      False) == "native"
+    assert contexts._size_free_kernel("gru", torch.device("cpu"), torch.float32, 8, 0,
+                                      False) in ("numba", "reference")
