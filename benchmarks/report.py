@@ -20,10 +20,18 @@ def load_rows(path: str) -> list[dict]:
     rows = []
     for bench in data["benchmarks"]:
         info = bench["extra_info"]
+        median_ms = bench["stats"]["median"] * 1e3
+        if "module" in info:  # benchmarks/test_latency.py: blocks of calls_per_round calls
+            rows.append(dict(mode="latency " + ("training" if info["training"] else "no_grad"),
+                             cell=info["module"],
+                             shape=f"T{info['seq_len']}-B{info['batch']}-H{info['hidden']}",
+                             dtype="float32", tf32=False, provider=info["provider"],
+                             median_ms=median_ms / info["calls_per_round"],
+                             peak_memory_mb=None, device=info.get("device_name")))
+            continue
         mode = "training" if "test_training" in bench["name"] else "inference"
         rows.append(dict(mode=mode, cell=info["cell"], shape=info["shape"], dtype=info["dtype"],
-                         tf32=info["tf32"], provider=info["provider"],
-                         median_ms=bench["stats"]["median"] * 1e3,
+                         tf32=info["tf32"], provider=info["provider"], median_ms=median_ms,
                          peak_memory_mb=info.get("peak_memory_mb"),
                          device=info.get("device_name", info.get("device"))))
     return rows
