@@ -1,12 +1,7 @@
-"""The large GEMMs outside the time loop (the input GEMM; dx, dW_ih, dW_hh, dW_hr in backward):
-which CPU kernel runs each product.
-
-On the CPU torch's ``matmul`` / ``F.linear`` go to MKL; oneDNN's inner product (the kernel
-family torch.nn.LSTM runs through) is faster for the large float32/bfloat16 products, and the
-numba backend's register-tiled matmul for the small and mid-size ones (no fixed call cost, no
-transposed copy), so each product goes to the one that wins at its size
-(``benchmarks/results/cpu-routing-notes-2026-11-23-amd-epyc.md`` has the figures). Same math
-everywhere: fp32 accumulation, no down-conversion.
+"""The large GEMMs outside the time loop (the input GEMM; dx, dW_ih, dW_hh, dW_hr in backward),
+each on the CPU kernel ``fastrnn.product_routing.route`` picks for its size and this machine
+(numba's tiles, oneDNN's inner product or torch's MKL call); on other devices torch's own.
+Same math everywhere: fp32 accumulation, no down-conversion.
 Not differentiable, and they take shortcuts past torch's dispatcher (numba on ``.numpy()``
 views, oneDNN's op directly): callers run them only on real tensors, inside ``fastrnn.ops``'
 layer-direction computation (below the dispatcher, or in plain eager mode).
@@ -19,14 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fastrnn import machine
-
-_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
-# Below this size the two transposed copies oneDNN makes cost more than MKL's native
-# transposed product.
-_TN_ONEDNN_MIN_MACS = 4_000_000
-# Below this size oneDNN's fixed cost per call outweighs its faster kernel in ``linear``.
-_LINEAR_ONEDNN_MIN_MACS = 3_000_000
+from fastrnn.product_routing import onednn_runs, route
 
 
 def _onednn_linear():
@@ -39,55 +27,50 @@ def _onednn_linear():
 
 
 _LINEAR = _onednn_linear()
-_numba_kernels = None  # fastrnn.backends.numba.products.product once looked up, False if absent
-
-
-def _numba_product(a: Tensor, b: Tensor) -> Optional[Tensor]:
-    """a (M, K) @ b (K, N) on the numba kernels where they are faster (see
-    ``fastrnn.backends.numba.products``), else None. numba is imported on first use, never at
-    ``import fastrnn``."""
-    global _numba_kernels
-    if a.device.type != "cpu":
-        return None
-    if _numba_kernels is None:
-        try:
-            from fastrnn.backends.numba.products import product
-            _numba_kernels = product
-        except ImportError:
-            _numba_kernels = False
-    if not _numba_kernels:
-        return None
-    return _numba_kernels(a, b)
 
 
 def uses_onednn(*tensors: Tensor) -> bool:
-    """Whether the products of these tensors go to oneDNN (see module docstring)."""
-    return (_LINEAR is not None and torch.backends.mkldnn.enabled
-            and all(t.device.type == "cpu" and t.dtype in _ONEDNN_DTYPES and t.numel() > 0
-                    for t in tensors)
-            and machine.onednn_accepts(tensors[0].dtype))
+    """Whether products of these tensors may go to oneDNN at all (CPU, a dtype it runs here)."""
+    return (_LINEAR is not None and all(t.device.type == "cpu" and t.numel() > 0 for t in tensors)
+            and all(t.dtype == tensors[0].dtype for t in tensors) and onednn_runs(tensors[0].dtype))
 
 
-def _onednn_pays(macs: int, *tensors: Tensor) -> bool:
-    """Whether a product of ``macs`` multiply-adds of these tensors goes to oneDNN: where
-    ``uses_onednn``, except float32 products too small for its fixed cost."""
-    return uses_onednn(*tensors) and (tensors[0].dtype != torch.float32
-                                      or macs >= _LINEAR_ONEDNN_MIN_MACS)
+def _way(kind: str, a: Tensor, b: Tensor, m: int, k: int, n: int) -> str:
+    if a.device.type != "cpu" or b.device.type != "cpu" or a.dtype != b.dtype:
+        return "torch"
+    way = route(kind, m, k, n, a.dtype)
+    if way == "onednn" and not uses_onednn(a, b):
+        return "torch"
+    return way
+
+
+def _numba(way: str, a: Tensor, b: Tensor) -> Optional[Tensor]:
+    """a (M, K) @ b (K, N) on numba's matmul, or None where the operands' layout does not fit."""
+    from fastrnn.backends.numba.products import product
+    return product(a, b, team=way == "numba_team")
 
 
 def linear(x: Tensor, w: Tensor, b: Optional[Tensor] = None) -> Tensor:
     """x (..., K) @ w (N, K)^T + b (N,) -> (..., N)."""
-    if _onednn_pays(x.numel() * w.shape[0], x, w) and (b is None or b.dtype == x.dtype):
+    k = x.shape[-1]
+    m = x.numel() // k if k else 0
+    if (_way("linear", x, w, m, k, w.shape[0]) == "onednn"
+            and (b is None or b.dtype == x.dtype)):
         return _LINEAR(x, w, b, "none", [], "")
     return F.linear(x, w, b)
 
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """a (..., K) @ b (K, N) -> (..., N)."""
-    fast = _numba_product(a.reshape(-1, a.shape[-1]), b) if a.dim() >= 2 else None
-    if fast is not None:
-        return fast.view(*a.shape[:-1], b.shape[1])
-    if _onednn_pays(a.numel() * b.shape[1], a, b):
+    if a.dim() < 2:
+        return a @ b
+    flat = a.reshape(-1, a.shape[-1])
+    way = _way("matmul", flat, b, flat.shape[0], flat.shape[1], b.shape[1])
+    if way.startswith("numba"):
+        out = _numba(way, flat, b)
+        if out is not None:
+            return out.view(*a.shape[:-1], b.shape[1])
+    elif way == "onednn":
         # b.t() goes in as a strided weight: oneDNN reorders it itself, faster than a
         # .contiguous() copy first.
         return _LINEAR(a, b.t(), None, "none", [], "")
@@ -96,10 +79,12 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
 
 def matmul_tn(a: Tensor, b: Tensor) -> Tensor:
     """a (M, K)^T @ b (M, N) -> (K, N): a sum of outer products over M rows (weight gradients)."""
-    fast = _numba_product(a.t(), b)
-    if fast is not None:
-        return fast
-    if uses_onednn(a, b) and a.shape[0] * a.shape[1] * b.shape[1] >= _TN_ONEDNN_MIN_MACS:
+    way = _way("matmul_tn", a, b, a.shape[1], a.shape[0], b.shape[1])
+    if way.startswith("numba"):
+        out = _numba(way, a.t(), b)
+        if out is not None:
+            return out
+    elif way == "onednn":
         # The inner product reduces over the contiguous dimension, so both operands are
         # transposed (oneDNN copies them); (b^T a)^T measured faster than a^T b.
         return _LINEAR(b.t(), a.t(), None, "none", [], "").t()

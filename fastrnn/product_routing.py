@@ -1,0 +1,108 @@
+"""Which CPU kernel computes each large product of a layer (the input GEMM outside the time loop;
+dx, dW_ih, dW_hh, dW_hr in backward): the one routing decision, ``route``, and the size bounds
+behind it, one row per ISA class (``BOUNDS``).
+
+The candidates: ``numba`` (the numba backend's register-tiled matmul on the calling thread: no
+fixed call cost, reads a transposed operand in place), ``numba_team`` (the same on torch's
+OpenMP team), ``onednn`` (torch's oneDNN inner product called directly, the kernel family
+torch.nn.LSTM runs) and ``torch`` (``torch.matmul`` / ``F.linear``: MKL). Which one wins depends
+on the size of the product and on the machine, which is why the bounds are per class and live
+here rather than in the kernels' modules (``fastrnn.gemm`` runs the decision, ``fastrnn auto``'s
+tables decide whole layers). ``benchmarks/product_routing.py`` measures the crossovers of the
+class it runs in.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+from fastrnn import machine
+
+KINDS = ("linear", "matmul", "matmul_tn")  # x @ w^T + b, a @ b, a^T @ b
+WAYS = ("numba", "numba_team", "onednn", "torch")
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+class Bounds(NamedTuple):
+    """One class's bounds, in multiply-adds (M*K*N) of a product."""
+    numba_from: int  # below: torch's call costs less than numba's dispatch
+    numba_team_from: int  # below: numba on the calling thread (a hand-off costs more)
+    numba_until: int  # from here: oneDNN / MKL, which pack their operands, beat the tiles
+    onednn_linear_from: int  # float32 linear/matmul: below, oneDNN's fixed cost loses to MKL
+    onednn_tn_from: int  # a^T b: below, oneDNN's two transposed copies cost more than MKL's
+    source: str  # where the figures come from
+
+
+BOUNDS: dict[str, Bounds] = {
+    "avx512": Bounds(
+        numba_from=1_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
+        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
+        source="2-core AMD EPYC, 2026-11-23: benchmarks/results/"
+               "cpu-routing-notes-2026-11-23-amd-epyc.md"),
+    "avx2": Bounds(
+        numba_from=1_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
+        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
+        source="the AVX-512 row, checked in the AVX2 class by benchmarks/product_routing.py: "
+               "benchmarks/results/product-routing-2026-12-01-avx2.md"),
+    # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
+    # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
+    "generic": Bounds(
+        numba_from=0, numba_team_from=0, numba_until=0,
+        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
+        source="not measured (no tiles; oneDNN bounds copied from the AVX-512 row)"),
+}
+
+
+def bounds() -> Bounds:
+    """The bounds of the class fastrnn runs in here (``fastrnn.machine.cpu_isa()``)."""
+    return BOUNDS[machine.cpu_isa()]
+
+
+@functools.lru_cache(maxsize=1)
+def _numba_facts() -> tuple[bool, int, bool]:
+    """(register tiles available, their rows, OpenMP team usable), or (False, 0, False) where
+    numba is not installed: numba loads on the first product big enough to ask, never at
+    ``import fastrnn``."""
+    try:
+        from fastrnn.backends.numba import omp, vector_tile
+    except ImportError:
+        return False, 0, False
+    return vector_tile.AVAILABLE, vector_tile.ROWS, omp.available()
+
+
+def onednn_runs(dtype: torch.dtype) -> bool:
+    """Whether fastrnn may call torch's oneDNN inner product on ``dtype`` here."""
+    return (dtype in _ONEDNN_DTYPES and torch.backends.mkldnn.enabled
+            and machine.onednn_accepts(dtype))
+
+
+def route(kind: str, m: int, k: int, n: int, dtype: torch.dtype) -> str:
+    """The kernel (one of ``WAYS``) for a CPU product of ``kind`` (one of ``KINDS``) with
+    (M, K) x (K, N) operands of ``dtype``. Operand layouts are the caller's to check: a way is
+    only a choice of kernel, and the caller runs ``torch`` where the operands do not fit it."""
+    macs = m * k * n
+    b = bounds()
+    if kind != "linear" and dtype in _NUMBA_DTYPES and b.numba_from <= macs < b.numba_until:
+        tiles, rows, team = _numba_facts()
+        if tiles:
+            if macs < b.numba_team_from:
+                return "numba"
+            if team and min(torch.get_num_threads(), m // rows) >= 2:
+                return "numba_team"
+    if macs > 0 and onednn_runs(dtype):
+        if kind == "matmul_tn":
+            if macs >= b.onednn_tn_from:
+                return "onednn"
+        elif dtype != torch.float32 or macs >= b.onednn_linear_from:
+            return "onednn"
+    return "torch"
+
+
+def beyond_calling_thread(m: int, k: int, n: int, dtype: torch.dtype) -> bool:
+    """Whether an (M, K) x (K, N) product is past the band where numba's matmul on the calling
+    thread wins: a fused kernel that would compute it in line (a cell step's) hands it to
+    ``fastrnn.gemm`` instead, which runs it on torch's OpenMP team or oneDNN."""
+    return route("matmul", m, k, n, dtype) in ("numba_team", "onednn")
