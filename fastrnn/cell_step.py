@@ -3,10 +3,12 @@
 
 A cell is called once per token or frame, so what a call costs besides the kernel is the whole
 cost. What depends only on the module and the call's kind is computed once and cached: the
-backend choice (``BackendMixin._choose``'s memo), the weights' numpy views and, for
+route of each kind of call (``cell_route``'s memo per module), the weights' numpy views and, for
 inference, their transposed copies (per module, rebuilt when a parameter's storage or version
-changes). Inputs and outputs cross to
-numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out).
+changes). Inputs and outputs cross to numpy without torch allocations (``numpy()`` views in,
+``torch.from_numpy`` out). A training step whose products are large enough for
+``fastrnn.product_routing`` to take them off the calling thread runs them on ``fastrnn.gemm``
+and only the gate math in the kernel (``_routed_products``).
 
 ``cell_route`` decides what runs a call, the one place the modules and the tests ask:
 
@@ -20,13 +22,11 @@ numpy without torch allocations (``numpy()`` views in, ``torch.from_numpy`` out)
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 from torch import Tensor
 
-from fastrnn import dispatch
+from fastrnn import dispatch, gemm, product_routing
 from fastrnn.cells import CELLS
 from fastrnn.eager import only_eager_sees
 
@@ -50,37 +50,21 @@ def _kernels():
     return _LOADED[0]
 
 
-# A cell call's short key -> dispatch's full key (dispatch.module_choice_key) for it: the
-# choice itself stays in dispatch's dict, so dispatch.clear_caches() still forgets it.
-_choice_keys: dict = {}
-
-
-def _backend(module, cell: str, x: Tensor, batch: int) -> str:
-    """``module.backend`` resolved for this call: ``BackendMixin._choose`` once per kind of
-    call, then two dict lookups (``cell_route`` runs this in plain eager mode only, where no
-    execution context steers the choice)."""
-    device = x.device
-    if torch.is_autocast_enabled(device.type):
-        return module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+def _backend(module, cell: str, x: Tensor, batch: int, autocast: bool) -> tuple:
+    """(``module.backend`` resolved for this call by ``BackendMixin._choose``, the key of that
+    choice in dispatch's per-process dict, or None where it is not kept there: under
+    autocast). ``cell_route`` runs this in plain eager mode only, where no execution context
+    steers the choice; ``autocast``: whether autocast is on for x's device."""
+    backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
+    if autocast:
+        return backend, None
     params = module._parameters
     # the mode exactly as _choose derives it
     grad = torch.is_grad_enabled() and (x.requires_grad or params["weight_ih"].requires_grad
                                         or params["weight_hh"].requires_grad)
-    backend = module.backend
-    key = (backend, cell, device, x.dtype, batch, module.hidden_size, grad, module.training,
-           os.environ.get(dispatch.ENV_VAR) if backend == "auto" else None)
-    full = _choice_keys.get(key)
-    if full is not None:
-        backend = dispatch._module_choices.get(full)
-        if backend is not None:
-            return backend
-    backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
-    if len(_choice_keys) >= 65536:
-        _choice_keys.clear()
-    _choice_keys[key] = dispatch.module_choice_key(
-        module.backend, cell, device, x.dtype, 1, batch, module.hidden_size, 0, False,
+    return backend, dispatch.module_choice_key(
+        module.backend, cell, x.device, x.dtype, 1, batch, module.hidden_size, 0, False,
         "training" if grad else "inference", module.training, "cell")
-    return backend
 
 
 def _weights(params: dict, dtype: torch.dtype, module):
@@ -148,31 +132,75 @@ def _any_state_requires_grad(hx) -> bool:
     return any(getattr(s, "requires_grad", False) for s in states)
 
 
+def _signature(module, input: Tensor, hx):
+    """Everything ``cell_route``'s answer depends on besides the execution context and the
+    weights' layout, as one hashable tuple; None for an hx of unexpected structure (its route
+    is then worked out afresh, and is 'layer')."""
+    if hx is None:
+        states = None
+    elif type(hx) is Tensor:
+        states = (hx.shape, hx.dtype, hx.device, hx.requires_grad)
+    elif type(hx) is tuple and len(hx) == 2 and type(hx[0]) is Tensor and type(hx[1]) is Tensor:
+        h, c = hx
+        states = (h.shape, h.dtype, h.device, h.requires_grad, c.shape, c.dtype, c.device,
+                  c.requires_grad)
+    else:
+        return None
+    params = module._parameters
+    bias = params["bias_ih"]
+    device = input.device
+    return (input.shape, input.dtype, device, input.requires_grad, torch.is_grad_enabled(),
+            torch.is_autocast_enabled(device.type), module.backend, module.training,
+            dispatch.env_backend_token(), states, params["weight_ih"].requires_grad,
+            params["weight_hh"].requires_grad,
+            None if bias is None else (bias.requires_grad, params["bias_hh"].requires_grad))
+
+
 def cell_route(module, input, hx) -> str:
     """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
     'step_function' or 'layer'. 'native' is decided first, from the call's kind alone (it
-    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments."""
+    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments.
+    A repeated kind of call is one lookup in the module's memo (``_signature``), valid while
+    dispatch keeps the backend choice it rests on, plus the weights' check."""
     if type(input) is not Tensor or not only_eager_sees():
         return "layer"  # other contexts: the general path (fastrnn.contexts decides there)
+    signature = _signature(module, input, hx)
+    memo = module.__dict__.get("_fastrnn_routes")
+    hit = memo.get(signature) if memo is not None and signature is not None else None
+    if hit is None or hit[1] not in dispatch._module_choices:
+        hit = _route(module, input, hx)
+        if signature is not None:
+            if memo is None or len(memo) >= 256:
+                memo = module.__dict__["_fastrnn_routes"] = {}
+            memo[signature] = hit
+    way = hit[0]
+    if way.startswith("step") and _weights(module._parameters, input.dtype, module) is None:
+        return "layer"
+    return way
+
+
+def _route(module, input, hx) -> tuple:
+    """(``cell_route``'s answer before the weights' check, dispatch's key of the backend choice
+    it rests on, or None)."""
     dim = input.dim()
     if dim != 2 and dim != 1:
-        return "layer"
+        return "layer", None
     batch = input.size(0) if dim == 2 else 1
     if batch == 0:
-        return "layer"
+        return "layer", None
     cell = module._cell_name()
+    autocast = torch.is_autocast_enabled(input.device.type)
+    backend, key = _backend(module, cell, input, batch, autocast)
+    if backend == "native":
+        return "native", key
     params = module._parameters
     grad = torch.is_grad_enabled() and (
         _requires_grad(input, params) or (hx is not None and _any_state_requires_grad(hx)))
-    backend = _backend(module, cell, input, batch)
-    if backend == "native":
-        return "native"
     if (backend != "numba" or not input.is_cpu or input.dtype not in _NATIVE
-            or input.size(-1) != module.input_size or torch.is_autocast_enabled("cpu")
-            or _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input) is None
-            or _weights(params, input.dtype, module) is None):
-        return "layer"
-    return "step_function" if grad else "step"
+            or input.size(-1) != module.input_size or autocast
+            or _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input) is None):
+        return "layer", key
+    return ("step_function" if grad else "step"), key
 
 
 def _array(t: Tensor):
@@ -203,11 +231,32 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     unbatched = x.dim() == 1
     out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
     h_out, c_out = out[0], out[-1]
-    _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, _EMPTY[dtype],
-                       _EMPTY[dtype], h_out, c_out, ws)
+    if _routed_products(batch, xa.shape[1], w_hh.shape, dtype):
+        # two routed GEMMs (biases included), then the gate math alone
+        gi = _linear(xa, w_ih, b_ih)
+        gh = _linear(ha, w_hh, b_hh)
+        _kernels().gates_forward(_CODES[cell], gi, gh, ha, ca, h_out, c_out, ws)
+    else:
+        _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, _EMPTY[dtype],
+                           _EMPTY[dtype], h_out, c_out, ws)
     h = torch.from_numpy(h_out[0] if unbatched else h_out)
     c = torch.from_numpy(c_out[0] if unbatched else c_out) if is_lstm else None
     return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws)
+
+
+def _routed_products(batch: int, inputs: int, w_hh_shape: tuple, dtype) -> bool:
+    """Whether a training step's products run on ``fastrnn.gemm`` (torch's OpenMP team,
+    oneDNN) rather than inside the fused kernel, whose products run on the calling thread:
+    where ``product_routing`` takes the larger of them off the calling thread."""
+    gates, hidden = w_hh_shape
+    return product_routing.beyond_calling_thread(batch, max(inputs, hidden), gates, dtype)
+
+
+def _linear(a, w, b):
+    """a (B, K) @ w (N, K)^T + b (N,) as a numpy array, on ``fastrnn.gemm`` (b of size 0: none)."""
+    t = gemm.linear(torch.from_numpy(a), torch.from_numpy(w),
+                    torch.from_numpy(b) if b.shape[0] else None)
+    return t.numpy() if t.is_contiguous() else t.contiguous().numpy()
 
 
 def _inference(module, cell: str, x: Tensor, hx):
@@ -302,29 +351,61 @@ class CellStep(torch.autograd.Function):
         dtype = x.dtype
         need = ctx.needs_input_grad
         is_lstm = ctx.cell == "lstm"
+        has_bias = b_ih is not None
         gh = _grad_array(grad_h, batch, hidden, dtype)
         gc = _grad_array(grad_c, batch, hidden, dtype) if is_lstm else gh
-        dx = _out(xa.shape, dtype, need[2])
-        dh = _out(ha.shape, dtype, need[3])
         dc = _out(ha.shape, dtype, is_lstm and need[4])
-        dw_ih = _out(wa_ih.shape, dtype, need[5])
-        dw_hh = _out(wa_hh.shape, dtype, need[6])
-        has_bias = b_ih is not None
-        db_ih = np.empty(wa_ih.shape[0], _NP[dtype]) if has_bias and need[7] else _EMPTY1[dtype]
-        db_hh = np.empty(wa_hh.shape[0], _NP[dtype]) if has_bias and need[8] else _EMPTY1[dtype]
-        _kernels().backward(_CODES[ctx.cell], gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
-                            dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
+        if _routed_products(batch, xa.shape[1], wa_hh.shape, dtype):
+            dh = _out(ha.shape, dtype, need[3])
+            dx, dh, dw_ih, dw_hh, db_ih, db_hh = _routed_backward(
+                ctx.cell, gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws, dc, dh,
+                need[2], need[5], need[6], has_bias and need[7], has_bias and need[8])
+        else:
+            dx = _out(xa.shape, dtype, need[2])
+            dh = _out(ha.shape, dtype, need[3])
+            dw_ih = _out(wa_ih.shape, dtype, need[5])
+            dw_hh = _out(wa_hh.shape, dtype, need[6])
+            db_ih = (np.empty(wa_ih.shape[0], _NP[dtype]) if has_bias and need[7]
+                     else _EMPTY1[dtype])
+            db_hh = (np.empty(wa_hh.shape[0], _NP[dtype]) if has_bias and need[8]
+                     else _EMPTY1[dtype])
+            _kernels().backward(_CODES[ctx.cell], gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
+                                dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)
 
         def state(a, wanted):
             if not wanted:
                 return None
             return torch.from_numpy(a[0] if ctx.unbatched else a)
+
+        def tensor(a, wanted):
+            return (a if isinstance(a, Tensor) else torch.from_numpy(a)) if wanted else None
         return (None, None, state(dx, need[2]), state(dh, need[3]),
-                state(dc, is_lstm and need[4]),
-                torch.from_numpy(dw_ih) if need[5] else None,
-                torch.from_numpy(dw_hh) if need[6] else None,
-                torch.from_numpy(db_ih) if has_bias and need[7] else None,
-                torch.from_numpy(db_hh) if has_bias and need[8] else None)
+                state(dc, is_lstm and need[4]), tensor(dw_ih, need[5]), tensor(dw_hh, need[6]),
+                tensor(db_ih, has_bias and need[7]), tensor(db_hh, has_bias and need[8]))
+
+
+def _routed_backward(cell, gh, gc, xa, ha, ca, w_ih, w_hh, h_out, ws, dc, dh, want_dx,
+                     want_dw_ih, want_dw_hh, want_db_ih, want_db_hh):
+    """The backward of a large step: the gate derivatives in numba (writing dc, and dh's
+    direct part for GRU), the four products on ``fastrnn.gemm`` and the bias sums on torch.
+    Returns (dx, dh, dw_ih, dw_hh, db_ih, db_hh): numpy arrays or tensors, None where not
+    wanted (dh: the array passed in, size 0 when not wanted)."""
+    batch, gates = ha.shape[0], w_hh.shape[0]
+    dgi = np.empty((batch, gates), dtype=xa.dtype)
+    dgh = np.empty((batch, gates), dtype=xa.dtype) if cell == "gru" else dgi
+    _kernels().gate_grads(_CODES[cell], gh, gc, ha, ca, h_out, ws, dgi, dgh, dc, dh)
+    t = torch.from_numpy
+    g_in, g_h = t(dgi), t(dgh)
+    if dh.shape[0] == batch:
+        product = gemm.matmul(g_h, t(w_hh))
+        if cell == "gru":
+            dh += product.numpy()  # gate_grads wrote the direct part d*z
+        else:
+            dh = product.numpy()
+    return (gemm.matmul(g_in, t(w_ih)).numpy() if want_dx else None, dh,
+            gemm.matmul_tn(g_in, t(xa)) if want_dw_ih else None,
+            gemm.matmul_tn(g_h, t(ha)) if want_dw_hh else None,
+            g_in.sum(0) if want_db_ih else None, g_h.sum(0) if want_db_hh else None)
 
 
 # Function.apply minus its Python preamble (functorch's dead-wrapper unwrapping, ~2 us a

@@ -59,6 +59,23 @@ def unsupported_reasons(name: str, problem: Problem) -> list[str]:
     return list(module.unsupported_reasons(problem))
 
 
+def _environment_reader(name: str):
+    """A function returning one environment variable's current value in some form that changes
+    exactly when the value does (a cache-key part, not the value): ``os.environ``'s own backing
+    dict, read with the name encoded once (``os.environ.get`` encodes it on every call, ~0.8 us,
+    more than the rest of a cached backend choice); plain ``os.environ.get`` where that dict is
+    absent (another Python)."""
+    data, encode = getattr(os.environ, "_data", None), getattr(os.environ, "encodekey", None)
+    if isinstance(data, dict) and encode is not None:
+        key = encode(name)
+        return lambda: data.get(key)
+    return lambda: os.environ.get(name)
+
+
+# FASTRNN_BACKEND's state as the per-process choice caches key it (modules, cell_step)
+env_backend_token = _environment_reader(ENV_VAR)
+
+
 def requested_backend(module_choice: str) -> str:
     """The effective request: the module's explicit choice, else FASTRNN_BACKEND, else 'auto'."""
     if module_choice != "auto":
@@ -181,7 +198,7 @@ def module_choice_key(module_choice, cell, device, dtype, seq_len, batch, hidden
     """The key of a module call's choice in the per-process cache (``choose_module_backend``'s
     arguments and FASTRNN_BACKEND)."""
     return (module_choice, cell, device, dtype, seq_len, batch, hidden, proj, has_lengths, mode,
-            module_training, kind, os.environ.get(ENV_VAR))
+            module_training, kind, env_backend_token())
 
 
 def choose_module_backend(module_choice: str, cell: str, device: torch.device,

@@ -9,7 +9,6 @@ the installed torch's.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
 from torch import nn
@@ -18,8 +17,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import module_cell_name
 from fastrnn.contexts import context_backend, is_symbolic
-from fastrnn.dispatch import (ENV_VAR, _module_choices, check_backend_name,
-                              choose_module_backend, module_choice_key, requested_backend)
+from fastrnn.dispatch import (_module_choices, check_backend_name, choose_module_backend,
+                              env_backend_token, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
 from fastrnn import layer_step
 from fastrnn.scripting import torch_view
@@ -86,7 +85,7 @@ class BackendMixin:
         if eager:  # no context to consult (fastrnn.contexts): a repeated call is two lookups
             key = (self.backend, cell, device, dtype, seq_len, batch, hidden, proj, packed,
                    grad, self.training, kind, torch.is_autocast_enabled(device.type),
-                   os.environ.get(ENV_VAR) if self.backend == "auto" else None)
+                   env_backend_token() if self.backend == "auto" else None)
             full_key = _choice_keys.get(key)
             if full_key is not None:
                 backend = _module_choices.get(full_key)  # None once dispatch.clear_caches ran

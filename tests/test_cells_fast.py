@@ -71,6 +71,46 @@ def test_float64_parity_forward_and_gradients(kind, batch, with_hx, bias):
             torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+ROUTED_CASES = list(itertools.product(CELL_KINDS, (None, 3), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize("kind,batch,with_hx,bias", ROUTED_CASES)
+def test_large_steps_on_routed_products_match_torch(kind, batch, with_hx, bias, monkeypatch):
+    """The training step of a large cell runs its products on fastrnn.gemm and only the gate
+    math in numba (cell_step._routed_products): forced here on small shapes, it must give
+    torch.nn's outputs and gradients in float64, and actually run those kernels."""
+    import fastrnn.cell_step as cs
+    ran = []
+    for name in ("gates_forward", "gate_grads"):
+        real = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _real=real, _name=name: (ran.append(_name), _real(*a))[1])
+    monkeypatch.setattr(cs, "_routed_products", lambda *args: True)
+    name, kwargs = kind
+    fast, ref = _pair(name, kwargs, bias)
+    x, hx = _inputs(name, batch, with_hx)
+    got, want = _flat(fast(x, hx)), _flat(ref(x, hx))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    seeds = [torch.randn_like(w) for w in want]
+    grads = torch.autograd.grad(got, _leaves(x, hx, fast), seeds)
+    expected = torch.autograd.grad(want, _leaves(x, hx, ref), seeds)
+    for g, w in zip(grads, expected):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert ran == ["gates_forward", "gate_grads"]
+
+
+def test_which_steps_route_their_products():
+    """A step's products leave the fused kernel exactly where product_routing takes the larger
+    of them off the calling thread (an LSTMCell at B=16, H=256 on a 2-thread AVX2/AVX-512 box)."""
+    import fastrnn.cell_step as cs
+    from fastrnn import product_routing
+    f32 = torch.float32
+    assert cs._routed_products(16, 256, (1024, 256), f32) == \
+        product_routing.beyond_calling_thread(16, 256, 1024, f32)
+    assert not cs._routed_products(1, 64, (256, 64), f32)  # 16K multiply-adds: in line
+
+
 @pytest.mark.parametrize("kind,batch", list(itertools.product(CELL_KINDS, (None, 3))))
 def test_gradcheck_and_gradgradcheck(kind, batch):
     name, kwargs = kind

@@ -99,6 +99,82 @@ def _add_bias(out, bias):
             row[j] += bias[j]
 
 
+@njit(**_OPTS)
+def _sigmoid_of_sum(a, r, out):
+    for u in range(out.shape[0]):
+        out[u] = sigmoid(a[u] + r[u])
+
+
+@njit(**_OPTS)
+def _tanh_of_sum(a, r, out):
+    for u in range(out.shape[0]):
+        out[u] = tanh(a[u] + r[u])
+
+
+@njit(**_OPTS)
+def _gates(code, gi, gh, h, c, h_out, c_out, ws):
+    """The gate math of a step from its two products gi = x W_ih^T + b_ih and gh = h W_hh^T +
+    b_hh (B, N): writes h_out, c_out (LSTM) and, when it has B rows, the workspace ws.
+
+    Saving the workspace, each slab gets its own loop: one loop storing into all of them (and
+    the outputs) reads and writes too many arrays for LLVM's overlap checks, so it was not
+    vectorized, and the scalar activations made it 10x slower (LSTM, B=16, H=256)."""
+    B, H = h_out.shape
+    save = ws.shape[0] == B and ws.shape[1] > 0
+    for b in range(B):
+        a, r, ho = gi[b], gh[b], h_out[b]
+        if code == LSTM:
+            cp, co = c[b], c_out[b]
+            if save:  # slab by slab: each loop vectorizes (few arrays to check for overlap)
+                w = ws[b]
+                wi, wf, wg, wo, wc = (w[:H], w[H:2 * H], w[2 * H:3 * H], w[3 * H:4 * H],
+                                      w[4 * H:5 * H])
+                _sigmoid_of_sum(a[:H], r[:H], wi)
+                _sigmoid_of_sum(a[H:2 * H], r[H:2 * H], wf)
+                _tanh_of_sum(a[2 * H:3 * H], r[2 * H:3 * H], wg)
+                _sigmoid_of_sum(a[3 * H:4 * H], r[3 * H:4 * H], wo)
+                for u in range(H):
+                    wc[u] = wf[u] * cp[u] + wi[u] * wg[u]
+                for u in range(H):
+                    cn = wc[u]
+                    co[u] = cn
+                    ho[u] = wo[u] * tanh(cn)
+            else:
+                for u in range(H):
+                    i = sigmoid(a[u] + r[u])
+                    f = sigmoid(a[H + u] + r[H + u])
+                    g = tanh(a[2 * H + u] + r[2 * H + u])
+                    o = sigmoid(a[3 * H + u] + r[3 * H + u])
+                    cn = f * cp[u] + i * g
+                    co[u] = cn
+                    ho[u] = o * tanh(cn)
+        elif code == GRU:
+            hp = h[b]
+            if save:
+                w = ws[b]
+                wr, wz, wn, wh = w[:H], w[H:2 * H], w[2 * H:3 * H], w[3 * H:4 * H]
+                _sigmoid_of_sum(a[:H], r[:H], wr)
+                _sigmoid_of_sum(a[H:2 * H], r[H:2 * H], wz)
+                an, rn = a[2 * H:3 * H], r[2 * H:3 * H]
+                for u in range(H):
+                    wh[u] = rn[u]
+                    wn[u] = tanh(an[u] + wr[u] * rn[u])
+                for u in range(H):
+                    ho[u] = (1 - wz[u]) * wn[u] + wz[u] * hp[u]
+            else:
+                for u in range(H):
+                    rr = sigmoid(a[u] + r[u])
+                    z = sigmoid(a[H + u] + r[H + u])
+                    n = tanh(a[2 * H + u] + rr * r[2 * H + u])
+                    ho[u] = (1 - z) * n + z * hp[u]
+        elif code == RNN_TANH:
+            for u in range(H):
+                ho[u] = tanh(a[u] + r[u])
+        else:
+            for u in range(H):
+                ho[u] = max(a[u] + r[u], _zero(ho))
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
 def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, ws):
     """One step. x (B, I), h (B, H), c (B, H) (LSTM; else any array), w_ih (N, I), w_hh (N, H),
@@ -123,39 +199,7 @@ def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, w
     else:
         _xwt(x, w_ih, b_ih, gi)
         _xwt(h, w_hh, b_hh, gh)
-    save = ws.shape[0] == B and ws.shape[1] > 0
-    for b in range(B):
-        a, r, ho = gi[b], gh[b], h_out[b]
-        if code == LSTM:
-            cp, co = c[b], c_out[b]
-            for u in range(H):
-                i = sigmoid(a[u] + r[u])
-                f = sigmoid(a[H + u] + r[H + u])
-                g = tanh(a[2 * H + u] + r[2 * H + u])
-                o = sigmoid(a[3 * H + u] + r[3 * H + u])
-                cn = f * cp[u] + i * g
-                co[u] = cn
-                ho[u] = o * tanh(cn)
-                if save:
-                    w = ws[b]
-                    w[u], w[H + u], w[2 * H + u], w[3 * H + u], w[4 * H + u] = i, f, g, o, cn
-        elif code == GRU:
-            hp = h[b]
-            for u in range(H):
-                rr = sigmoid(a[u] + r[u])
-                z = sigmoid(a[H + u] + r[H + u])
-                hn = r[2 * H + u]
-                n = tanh(a[2 * H + u] + rr * hn)
-                ho[u] = (1 - z) * n + z * hp[u]
-                if save:
-                    w = ws[b]
-                    w[u], w[H + u], w[2 * H + u], w[3 * H + u] = rr, z, n, hn
-        elif code == RNN_TANH:
-            for u in range(H):
-                ho[u] = tanh(a[u] + r[u])
-        else:
-            for u in range(H):
-                ho[u] = max(a[u] + r[u], _zero(ho))
+    _gates(code, gi, gh, h, c, h_out, c_out, ws)
 
 
 @njit(**_OPTS)
@@ -170,37 +214,39 @@ def _bias_grad(dg, db):
             db[j] += row[j]
 
 
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
-def backward(code, dh_out, dc_out, x, h, c, w_ih, w_hh, h_out, ws, dx, dh, dc, dw_ih, dw_hh,
-             db_ih, db_hh):
-    """Gradients of one step. dh_out (B, H), dc_out (B, H) (LSTM; else any array); x, h, c,
-    w_ih, w_hh as in ``forward``; h_out (B, H) the step's output (RNN), ws its workspace
-    (LSTM, GRU). Writes dx (B, I), dh (B, H), dc (B, H) (LSTM), dw_ih (N, I), dw_hh (N, H),
-    db_ih, db_hh (N,); any of them of size 0 is not computed."""
-    B = x.shape[0]
-    H = h.shape[1]
-    N = w_hh.shape[0]
-    dgi = np.empty((B, N), dtype=x.dtype)  # d(x W_ih^T + b_ih)
-    dgh = dgi  # d(h W_hh^T + b_hh): the same except GRU's n rows
-    if code == GRU:
-        dgh = np.empty((B, N), dtype=x.dtype)
+@njit(**_OPTS)
+def _gate_grads(code, dh_out, dc_out, h, c, h_out, ws, dgi, dgh, dc, dh):
+    """The gate derivatives of a step: dgi = d(x W_ih^T + b_ih), dgh = d(h W_hh^T + b_hh) (B, N;
+    the same array except for GRU, whose n rows differ), dc (LSTM, when it has B rows) and, for
+    GRU when dh has B rows, dh's direct part d*z (the product with W_hh is added later)."""
+    B, H = dh_out.shape
     want_dh = dh.shape[0] == B
+    dcn = np.empty(H if code == LSTM else 0, dtype=dgi.dtype)  # LSTM: d c' of one row
     for b in range(B):
         g_in, g_h, dho = dgi[b], dgh[b], dh_out[b]
         if code == LSTM:
+            # slab by slab, as in _gates: one loop over all of them was not vectorized
             w, cp, dco = ws[b], c[b], dc_out[b]
-            dcp = dc[b] if dc.shape[0] == B else dco  # (not written when dc is absent)
+            wi, wf, wg, wo, wc = (w[:H], w[H:2 * H], w[2 * H:3 * H], w[3 * H:4 * H],
+                                  w[4 * H:5 * H])
+            gi_, gf, gg, go = g_in[:H], g_in[H:2 * H], g_in[2 * H:3 * H], g_in[3 * H:4 * H]
             for u in range(H):
-                i, f, g, o, cn = w[u], w[H + u], w[2 * H + u], w[3 * H + u], w[4 * H + u]
-                tc = tanh(cn)
+                tc = tanh(wc[u])
                 d = dho[u]
-                dcn = dco[u] + d * o * (1 - tc * tc)
-                g_in[u] = dcn * g * i * (1 - i)
-                g_in[H + u] = dcn * cp[u] * f * (1 - f)
-                g_in[2 * H + u] = dcn * i * (1 - g * g)
-                g_in[3 * H + u] = d * tc * o * (1 - o)
-                if dc.shape[0] == B:
-                    dcp[u] = dcn * f
+                o = wo[u]
+                dcn[u] = dco[u] + d * o * (1 - tc * tc)
+                go[u] = d * tc * o * (1 - o)
+            for u in range(H):
+                i, g = wi[u], wg[u]
+                gi_[u] = dcn[u] * g * i * (1 - i)
+                gg[u] = dcn[u] * i * (1 - g * g)
+            for u in range(H):
+                f = wf[u]
+                gf[u] = dcn[u] * cp[u] * f * (1 - f)
+            if dc.shape[0] == B:
+                dcp = dc[b]
+                for u in range(H):
+                    dcp[u] = dcn[u] * wf[u]
         elif code == GRU:
             w, hp = ws[b], h[b]
             dhp = dh[b] if want_dh else dho
@@ -226,6 +272,24 @@ def backward(code, dh_out, dc_out, x, h, c, w_ih, w_hh, h_out, ws, dx, dh, dc, d
             ho = h_out[b]
             for u in range(H):
                 g_in[u] = dho[u] if ho[u] > 0 else _zero(g_in)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def backward(code, dh_out, dc_out, x, h, c, w_ih, w_hh, h_out, ws, dx, dh, dc, dw_ih, dw_hh,
+             db_ih, db_hh):
+    """Gradients of one step. dh_out (B, H), dc_out (B, H) (LSTM; else any array); x, h, c,
+    w_ih, w_hh as in ``forward``; h_out (B, H) the step's output (RNN), ws its workspace
+    (LSTM, GRU). Writes dx (B, I), dh (B, H), dc (B, H) (LSTM), dw_ih (N, I), dw_hh (N, H),
+    db_ih, db_hh (N,); any of them of size 0 is not computed."""
+    B = x.shape[0]
+    H = h.shape[1]
+    N = w_hh.shape[0]
+    dgi = np.empty((B, N), dtype=x.dtype)  # d(x W_ih^T + b_ih)
+    dgh = dgi  # d(h W_hh^T + b_hh): the same except GRU's n rows
+    if code == GRU:
+        dgh = np.empty((B, N), dtype=x.dtype)
+    want_dh = dh.shape[0] == B
+    _gate_grads(code, dh_out, dc_out, h, c, h_out, ws, dgi, dgh, dc, dh)
     if dx.shape[0] == B:
         matmul_into(dgi, w_ih, dx)
     if want_dh:
@@ -259,3 +323,17 @@ def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_o
         c = carray(_pointer(c_at, w_ih), (B, H)) if code == LSTM else h
     forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out,
             np.empty((0, 0), dtype=w_ih.dtype))
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def gates_forward(code, gi, gh, h, c, h_out, c_out, ws):
+    """``forward``'s gate math alone, for a caller that ran the two products itself (large
+    steps: ``fastrnn.cell_step``); gi, gh (B, N) as in ``_gates``."""
+    _gates(code, gi, gh, h, c, h_out, c_out, ws)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def gate_grads(code, dh_out, dc_out, h, c, h_out, ws, dgi, dgh, dc, dh):
+    """``backward``'s gate derivatives alone (``_gate_grads``), for a caller that runs the
+    four products and the bias sums itself (large steps)."""
+    _gate_grads(code, dh_out, dc_out, h, c, h_out, ws, dgi, dgh, dc, dh)
