@@ -126,44 +126,53 @@ def _rnn_grad(is_tanh, h, dh, dx, H):
 @njit(**_INLINE)
 def _lstm_grad(w, c_prev, dm, dc, dx, H):
     """One row of the LSTM backward step. w = saved [i, f, g, o, c_t] (5H,); c_prev (H,);
-    dm = dL/d(o*tanh c_t) (H,); dc (H,) carried cell gradient, updated in place to dL/dc_prev;
-    dx (4H,) receives the gate pre-activation gradients."""
+    dm = dL/d(o*tanh c_t) (H,), overwritten with dL/dc_t (the loop's scratch row); dc (H,)
+    carried cell gradient, updated in place to dL/dc_prev; dx (4H,) receives the gate
+    pre-activation gradients.
+
+    Slab by slab: one loop storing all five results was not vectorized (too many arrays for
+    LLVM's overlap checks), and its scalar tanh made it 4.5x slower (B=16, H=256)."""
+    wi, wf, wg, wo, wc = w[:H], w[H:2 * H], w[2 * H:3 * H], w[3 * H:4 * H], w[4 * H:5 * H]
+    xi, xf, xg, xo = dx[:H], dx[H:2 * H], dx[2 * H:3 * H], dx[3 * H:4 * H]
     for j in range(H):
-        i = w[j]
-        f = w[H + j]
-        g = w[2 * H + j]
-        o = w[3 * H + j]
-        tc = tanh(w[4 * H + j])
-        dct = dc[j] + dm[j] * o * (1.0 - tc * tc)
-        dx[j] = dct * g * i * (1.0 - i)
-        dx[H + j] = dct * c_prev[j] * f * (1.0 - f)
-        dx[2 * H + j] = dct * i * (1.0 - g * g)
-        dx[3 * H + j] = dm[j] * tc * o * (1.0 - o)
-        dc[j] = dct * f
+        tc = tanh(wc[j])
+        o = wo[j]
+        d = dm[j]
+        xo[j] = d * tc * o * (1.0 - o)
+        dm[j] = dc[j] + d * o * (1.0 - tc * tc)  # dL/dc_t
+    for j in range(H):
+        i = wi[j]
+        g = wg[j]
+        xi[j] = dm[j] * g * i * (1.0 - i)
+        xg[j] = dm[j] * i * (1.0 - g * g)
+    for j in range(H):
+        f = wf[j]
+        xf[j] = dm[j] * c_prev[j] * f * (1.0 - f)
+        dc[j] = dm[j] * f
 
 
 @njit(**_INLINE)
 def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
     """One row of the GRU backward step. w = saved [r, z, n, hn] (4H,); dh (H,) = dL/dh_t;
     dx (3H,) gets [dr, dz, dn] pre-activation gradients, d_pre (3H,) the same with dhn in the
-    n block, d_hn_out (H,) dhn = dL/d(W_hn h + b_hn); direct (H,) = dh * z (the h_prev term)."""
+    n block, d_hn_out (H,) dhn = dL/d(W_hn h + b_hn); direct (H,) = dh * z (the h_prev term).
+    Slab by slab, as ``_lstm_grad`` (2.3x faster than one loop, B=16, H=256)."""
+    wr, wz, wn, wh = w[:H], w[H:2 * H], w[2 * H:3 * H], w[3 * H:4 * H]
+    xr, xz, xn = dx[:H], dx[H:2 * H], dx[2 * H:3 * H]
     for j in range(H):
-        r = w[j]
-        z = w[H + j]
-        n = w[2 * H + j]
-        hn = w[3 * H + j]
-        d_n = dh[j] * (1.0 - z) * (1.0 - n * n)
-        d_z = dh[j] * (h_prev[j] - n) * z * (1.0 - z)
-        d_r = d_n * hn * r * (1.0 - r)
-        d_hn = d_n * r
-        dx[j] = d_r
-        dx[H + j] = d_z
-        dx[2 * H + j] = d_n
-        d_pre[j] = d_r
-        d_pre[H + j] = d_z
-        d_pre[2 * H + j] = d_hn
-        d_hn_out[j] = d_hn
+        z = wz[j]
+        n = wn[j]
+        xn[j] = dh[j] * (1.0 - z) * (1.0 - n * n)
+        xz[j] = dh[j] * (h_prev[j] - n) * z * (1.0 - z)
         direct[j] = dh[j] * z
+    for j in range(H):
+        r = wr[j]
+        xr[j] = xn[j] * wh[j] * r * (1.0 - r)
+        d_hn_out[j] = xn[j] * r
+    for j in range(H):
+        d_pre[j] = xr[j]
+        d_pre[H + j] = xz[j]
+        d_pre[2 * H + j] = d_hn_out[j]
 
 
 @njit(**_FAST)
