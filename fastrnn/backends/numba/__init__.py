@@ -19,6 +19,15 @@ from fastrnn.cells import CELLS, cell_spec
 
 machine.configure_numba()  # before any kernel of this package is compiled
 
+
+def _check_cache() -> None:
+    """Drop this package's cached machine code if any of its sources changed (source_stamp)."""
+    from fastrnn.backends.numba import loops, source_stamp
+    source_stamp.check(source_stamp.cache_dir_of(loops.forward_loop))
+
+
+_check_cache()
+
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
 
