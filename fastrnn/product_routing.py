@@ -26,32 +26,45 @@ _NUMBA_DTYPES = (torch.float32, torch.float64)
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
 
+NEVER = 1 << 62  # a bound no product reaches
+
+
 class Bounds(NamedTuple):
     """One class's bounds, in multiply-adds (M*K*N) of a product."""
     numba_from: int  # below: torch's call costs less than numba's dispatch
     numba_team_from: int  # below: numba on the calling thread (a hand-off costs more)
     numba_until: int  # from here: oneDNN / MKL, which pack their operands, beat the tiles
-    onednn_linear_from: int  # float32 linear/matmul: below, oneDNN's fixed cost loses to MKL
+    onednn_linear_from: int  # float32 x @ w^T + b: below, oneDNN's fixed cost loses to MKL
+    onednn_matmul_from: int  # float32 a @ b (b passed transposed, reordered by oneDNN)
     onednn_tn_from: int  # a^T b: below, oneDNN's two transposed copies cost more than MKL's
     source: str  # where the figures come from
 
 
 BOUNDS: dict[str, Bounds] = {
+    # numba wins the weight gradients a^T b on torch's team from 4M to ~128M multiply-adds
+    # (1.1-1.3x faster than MKL and oneDNN) and ties a @ b there; on the calling thread MKL
+    # won every shape from 1M to 4M; oneDNN's linear wins from ~16M (1.1-1.4x), ties at 4-7M.
     "avx512": Bounds(
-        numba_from=1_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
-        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
-        source="2-core AMD EPYC, 2026-11-23: benchmarks/results/"
-               "cpu-routing-notes-2026-11-23-amd-epyc.md"),
+        numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
+        onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
+        onednn_tn_from=128_000_000,
+        source="2-core AMD EPYC (Zen 4), 2026-12-01: "
+               "benchmarks/results/product-routing-2026-12-01-avx512.md"),
+    # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
+    # the team, and beat oneDNN on a^T b everywhere and on a @ b below ~1G multiply-adds; for
+    # x @ w^T + b oneDNN wins from ~16M. Measured in the AVX2 class on the AVX-512 box
+    # (FASTRNN_CPU_ISA, ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS).
     "avx2": Bounds(
-        numba_from=1_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
-        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
-        source="the AVX-512 row, checked in the AVX2 class by benchmarks/product_routing.py: "
+        numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
+        onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
+        source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
     # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
     "generic": Bounds(
-        numba_from=0, numba_team_from=0, numba_until=0,
-        onednn_linear_from=3_000_000, onednn_tn_from=4_000_000,
+        numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
+        onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
+        onednn_tn_from=128_000_000,
         source="not measured (no tiles; oneDNN bounds copied from the AVX-512 row)"),
 }
 
@@ -96,8 +109,9 @@ def route(kind: str, m: int, k: int, n: int, dtype: torch.dtype) -> str:
         if kind == "matmul_tn":
             if macs >= b.onednn_tn_from:
                 return "onednn"
-        elif dtype != torch.float32 or macs >= b.onednn_linear_from:
-            return "onednn"
+        elif dtype != torch.float32 or macs >= (b.onednn_linear_from if kind == "linear"
+                                                else b.onednn_matmul_from):
+            return "onednn"  # bfloat16: always, as before these bounds (not re-measured)
     return "torch"
 
 

@@ -24,15 +24,14 @@ def product(a: Tensor, b: Tensor, team: bool) -> Optional[Tensor]:
     if (a.device.type != "cpu" or b.device.type != "cpu" or a.dtype not in _DTYPES
             or b.dtype != a.dtype or b.stride(1) != 1):
         return None
-    if not team:
-        out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    threads = min(torch.get_num_threads(), a.shape[0] // ROWS) if team else 1
+    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    if threads < 2:  # (route asks for the team only where each thread gets ROWS rows)
         matmul(a.detach().numpy(), b.detach().numpy(), out.numpy())
         return out
     transposed = not a.is_contiguous()
     base = a.t() if transposed else a
     if not (base.is_contiguous() and b.is_contiguous()):
         return None
-    threads = min(torch.get_num_threads(), a.shape[0] // ROWS)
-    out = torch.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
     omp.run_matmul(base.detach().numpy(), transposed, b.detach().numpy(), out.numpy(), threads)
     return out
