@@ -47,15 +47,9 @@ def _leaves(x, hx, module):
     return [x, *states, *module.parameters()]
 
 
-CASES = list(itertools.product(CELL_KINDS, (None, 1, 3, 9), (False, True), (False, True)))
-
-
-@pytest.mark.parametrize("kind,batch,with_hx,bias", CASES)
-def test_float64_parity_forward_and_gradients(kind, batch, with_hx, bias):
-    name, kwargs = kind
-    fast, ref = _pair(name, kwargs, bias)
-    x, hx = _inputs(name, batch, with_hx)
-    assert cell_route(fast, x, hx) == "step_function"
+def _assert_matches_torch(fast, ref, x, hx):
+    """fast(x, hx) and its gradients (inputs, states, parameters) equal torch.nn's in float64;
+    returns torch.nn's outputs."""
     got, want = _flat(fast(x, hx)), _flat(ref(x, hx))
     assert [g.shape for g in got] == [w.shape for w in want]
     for g, w in zip(got, want):
@@ -65,6 +59,19 @@ def test_float64_parity_forward_and_gradients(kind, batch, with_hx, bias):
     expected = torch.autograd.grad(want, _leaves(x, hx, ref), seeds)
     for g, w in zip(grads, expected):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    return want
+
+
+CASES = list(itertools.product(CELL_KINDS, (None, 1, 3, 9), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize("kind,batch,with_hx,bias", CASES)
+def test_float64_parity_forward_and_gradients(kind, batch, with_hx, bias):
+    name, kwargs = kind
+    fast, ref = _pair(name, kwargs, bias)
+    x, hx = _inputs(name, batch, with_hx)
+    assert cell_route(fast, x, hx) == "step_function"
+    want = _assert_matches_torch(fast, ref, x, hx)
     with torch.no_grad():
         assert cell_route(fast, x, hx) == "step"
         for g, w in zip(_flat(fast(x, hx)), want):
@@ -89,14 +96,7 @@ def test_large_steps_on_routed_products_match_torch(kind, batch, with_hx, bias, 
     name, kwargs = kind
     fast, ref = _pair(name, kwargs, bias)
     x, hx = _inputs(name, batch, with_hx)
-    got, want = _flat(fast(x, hx)), _flat(ref(x, hx))
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
-    seeds = [torch.randn_like(w) for w in want]
-    grads = torch.autograd.grad(got, _leaves(x, hx, fast), seeds)
-    expected = torch.autograd.grad(want, _leaves(x, hx, ref), seeds)
-    for g, w in zip(grads, expected):
-        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    _assert_matches_torch(fast, ref, x, hx)
     assert ran == ["gates_forward", "gate_grads"]
 
 
