@@ -231,7 +231,8 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     unbatched = x.dim() == 1
     out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
     h_out, c_out = out[0], out[-1]
-    if _routed_products(batch, xa.shape[1], w_hh.shape, dtype):
+    routed = _routed_products(batch, xa.shape[1], w_hh.shape, dtype)
+    if routed:
         # two routed GEMMs (biases included), then the gate math alone
         gi = _linear(xa, w_ih, b_ih)
         gh = _linear(ha, w_hh, b_hh)
@@ -241,7 +242,7 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
                            _EMPTY[dtype], h_out, c_out, ws)
     h = torch.from_numpy(h_out[0] if unbatched else h_out)
     c = torch.from_numpy(c_out[0] if unbatched else c_out) if is_lstm else None
-    return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws)
+    return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws, routed)
 
 
 def _routed_products(batch: int, inputs: int, w_hh_shape: tuple, dtype) -> bool:
@@ -346,7 +347,7 @@ class CellStep(torch.autograd.Function):
         if torch.is_grad_enabled():
             return (None, None, *_torch_grads(ctx.cell, (x, h0, c0, w_ih, w_hh, b_ih, b_hh),
                                               grad_h, grad_c, ctx.needs_input_grad[2:]))
-        xa, ha, ca, wa_ih, wa_hh, h_out, ws = ctx.arrays
+        xa, ha, ca, wa_ih, wa_hh, h_out, ws, routed = ctx.arrays  # routed: as the forward ran
         batch, hidden = ha.shape
         dtype = x.dtype
         need = ctx.needs_input_grad
@@ -355,7 +356,7 @@ class CellStep(torch.autograd.Function):
         gh = _grad_array(grad_h, batch, hidden, dtype)
         gc = _grad_array(grad_c, batch, hidden, dtype) if is_lstm else gh
         dc = _out(ha.shape, dtype, is_lstm and need[4])
-        if _routed_products(batch, xa.shape[1], wa_hh.shape, dtype):
+        if routed:
             dh = _out(ha.shape, dtype, need[3])
             dx, dh, dw_ih, dw_hh, db_ih, db_hh = _routed_backward(
                 ctx.cell, gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws, dc, dh,
