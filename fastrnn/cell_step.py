@@ -3,9 +3,11 @@
 
 A cell is called once per token or frame, so what a call costs besides the kernel is the whole
 cost. What depends only on the module and the call's kind is computed once and cached: the
-route of each kind of call (``cell_route``'s memo per module), the weights' numpy views and, for
-inference, their transposed copies (per module, rebuilt when a parameter's storage or version
-changes). Inputs and outputs cross to numpy without torch allocations (``numpy()`` views in,
+route of each kind of call (``cell_route``'s memo per module) and the weights' numpy views (per
+module, rebuilt when a parameter's storage or version changes). Nothing derived from the
+weights' values is cached: ``p.data.copy_(...)`` or ``p.data.mul_(...)`` (target-network and EMA
+updates) change a parameter without its version counter, so a cached transposed copy went
+stale (the kernels read the parameters in place; the copies saved 0-1.3 us at B=1). Inputs and outputs cross to numpy without torch allocations (``numpy()`` views in,
 ``torch.from_numpy`` out). A training step whose products are large enough for
 ``fastrnn.product_routing`` to take them off the calling thread runs them on ``fastrnn.gemm``
 and only the gate math in the kernel (``_routed_products``).
@@ -89,17 +91,8 @@ def _weights(params: dict, dtype: torch.dtype, module):
             return None
         else:
             views.append(p.detach().numpy())
-    module.__dict__["_fastrnn_step_weights"] = (key, tuple(views), None)
+    module.__dict__["_fastrnn_step_weights"] = (key, tuple(views))
     return tuple(views)
-
-
-def _transposed(module, cached):
-    """W_ih^T, W_hh^T as contiguous copies, made on the first no-grad call after the weights
-    changed and kept with their views (inference reuses them for every call)."""
-    w_ih, w_hh = cached[1][:2]
-    pair = (np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T))
-    module.__dict__["_fastrnn_step_weights"] = (cached[0], cached[1], pair)
-    return pair
 
 
 def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
@@ -238,8 +231,7 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
         gh = _linear(ha, w_hh, b_hh)
         _kernels().gates_forward(_CODES[cell], gi, gh, ha, ca, h_out, c_out, ws)
     else:
-        _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, _EMPTY[dtype],
-                           _EMPTY[dtype], h_out, c_out, ws)
+        _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws)
     h = torch.from_numpy(h_out[0] if unbatched else h_out)
     c = torch.from_numpy(c_out[0] if unbatched else c_out) if is_lstm else None
     return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws, routed)
@@ -275,21 +267,18 @@ def _inference(module, cell: str, x: Tensor, hx):
         if not c0.is_contiguous():
             c0 = c0.contiguous()
         h_at, c_at = h0.data_ptr(), c0.data_ptr()
-    cached = module.__dict__["_fastrnn_step_weights"]
-    w_ih, w_hh, b_ih, b_hh = cached[1]
-    wt_ih, wt_hh = cached[2] if cached[2] is not None else _transposed(module, cached)
+    w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     unbatched = x.dim() == 1
     if cell == "lstm":
         out = np.empty((2, batch, hidden), dtype=_NP[dtype])
         h_out, c_out = out[0], out[1]
-        _kernels().forward_at(2, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh,
-                              h_out, c_out)
+        _kernels().forward_at(2, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out)
         if unbatched:
             return torch.from_numpy(h_out[0]), torch.from_numpy(c_out[0])
         return torch.from_numpy(h_out), torch.from_numpy(c_out)
     h_out = np.empty((batch, hidden), dtype=_NP[dtype])
     _kernels().forward_at(_CODES[cell], x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
-                          wt_ih, wt_hh, h_out, h_out)
+                          h_out, h_out)
     return torch.from_numpy(h_out[0] if unbatched else h_out)
 
 

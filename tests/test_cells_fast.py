@@ -137,20 +137,29 @@ def test_gradcheck_and_gradgradcheck(kind, batch):
     assert torch.autograd.gradgradcheck(f, args)
 
 
-def test_float32_matches_torch_and_inference_reuses_transposed_weights():
-    fast, ref = _pair("LSTMCell", {}, dtype=torch.float32)
-    x, hx = _inputs("LSTMCell", 16, True, torch.float32, requires_grad=False)
+@pytest.mark.parametrize("name", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_float32_inference_sees_every_kind_of_weight_update(name, batch):
+    """Between inference calls the parameters change in place (an optimizer step: version
+    bumped) and through ``.data`` (target-network / EMA updates: no version bump); every call
+    still matches torch.nn (a cached transposed copy of the weights once went stale here)."""
+    fast, ref = _pair(name, {}, dtype=torch.float32)
+    x, hx = _inputs(name, batch, True, torch.float32, requires_grad=False)
+
+    def check():
+        for g, w in zip(_flat(fast(x, hx)), _flat(ref(x, hx))):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
     with torch.no_grad():
-        for g, w in zip(fast(x, hx), ref(x, hx)):
-            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
-        first = fast.__dict__["_fastrnn_step_weights"][2]
-        fast(x, hx)
-        assert fast.__dict__["_fastrnn_step_weights"][2] is first
-        fast.weight_hh.mul_(0.5)  # an in-place update (an optimizer step): views stay, copy goes
-        ref.weight_hh.mul_(0.5)
-        for g, w in zip(fast(x, hx), ref(x, hx)):
-            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
-        assert fast.__dict__["_fastrnn_step_weights"][2] is not first
+        assert cell_route(fast, x, hx) == "step"
+        check()
+        for module in (fast, ref):
+            module.weight_hh.mul_(0.5)
+        check()
+        new = torch.randn_like(ref.weight_ih)
+        for module in (fast, ref):
+            module.weight_ih.data.copy_(new)
+            module.bias_hh.data.mul_(-1.0)
+        check()
 
 
 def test_replaced_parameter_is_seen():

@@ -89,17 +89,6 @@ def _xwt(x, w, bias, out):
 
 
 @njit(**_OPTS)
-def _add_bias(out, bias):
-    """out (B, N) += bias (N,) when it has N elements."""
-    if bias.shape[0] != out.shape[1]:
-        return
-    for b in range(out.shape[0]):
-        row = out[b]
-        for j in range(row.shape[0]):
-            row[j] += bias[j]
-
-
-@njit(**_OPTS)
 def _sigmoid_of_sum(a, r, out):
     for u in range(out.shape[0]):
         out[u] = sigmoid(a[u] + r[u])
@@ -176,29 +165,21 @@ def _gates(code, gi, gh, h, c, h_out, c_out, ws):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
-def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out, ws):
-    """One step. x (B, I), h (B, H), c (B, H) (LSTM; else any array), w_ih (N, I), w_hh (N, H),
-    b_ih/b_hh (N,) or size 0; wt_ih (I, N), wt_hh (H, N): the weights transposed (a copy the
-    caller keeps while the weights do not change), or size 0 to read w_ih/w_hh in place.
-    Outputs h_out (B, H), c_out (B, H) (LSTM), ws (B, W*H) or size 0 when nothing is saved.
-    All of one float dtype, rows contiguous.
+def forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws):
+    """One step. x (B, I), h (B, H), c (B, H) (LSTM; else any array), w_ih (N, I), w_hh (N, H)
+    read in place, b_ih/b_hh (N,) or size 0. Outputs h_out (B, H), c_out (B, H) (LSTM), ws
+    (B, W*H) or size 0 when nothing is saved. All of one float dtype, rows contiguous.
 
-    Transposed, each product is a sum of rows of W^T scaled by x's entries, vectorized along
-    N with no horizontal sums (the in-place dot products spend most of their time in those
-    at small K), and whole row blocks go through matmul's register tiles."""
+    The weights are read in torch's layout on every call: a transposed copy kept between calls
+    (matmul's tiles, 0-1.3 us faster at B=1, ~10 us at B=16, H=64) cannot be kept in sync with
+    parameters changed through ``.data`` (fastrnn.cell_step), and made per call it costs more
+    than it saves."""
     B = x.shape[0]
-    H = h.shape[1]
     N = w_hh.shape[0]
     gi = np.empty((B, N), dtype=x.dtype)
     gh = np.empty((B, N), dtype=x.dtype)
-    if wt_hh.shape[1] == N:
-        matmul_into(x, wt_ih, gi)
-        _add_bias(gi, b_ih)
-        matmul_into(h, wt_hh, gh)
-        _add_bias(gh, b_hh)
-    else:
-        _xwt(x, w_ih, b_ih, gi)
-        _xwt(h, w_hh, b_hh, gh)
+    _xwt(x, w_ih, b_ih, gi)
+    _xwt(h, w_hh, b_hh, gh)
     _gates(code, gi, gh, h, c, h_out, c_out, ws)
 
 
@@ -308,7 +289,7 @@ def backward(code, dh_out, dc_out, x, h, c, w_ih, w_hh, h_out, ws, dx, dh, dc, d
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
-def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out):
+def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out):
     """``forward`` with nothing saved, reading x (B, I), h (B, H), c (B, H) at the addresses
     of contiguous tensors of w_ih's dtype (B = h_out.shape[0]); h_at == 0: h (and c) zero.
     An integer argument costs the caller a ``data_ptr()`` and the dispatcher almost nothing,
@@ -321,8 +302,7 @@ def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_o
     else:
         h = carray(_pointer(h_at, w_ih), (B, H))
         c = carray(_pointer(c_at, w_ih), (B, H)) if code == LSTM else h
-    forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, wt_ih, wt_hh, h_out, c_out,
-            np.empty((0, 0), dtype=w_ih.dtype))
+    forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, np.empty((0, 0), dtype=w_ih.dtype))
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
