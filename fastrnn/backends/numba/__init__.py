@@ -145,7 +145,7 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                           w_ih_t=_np(w_ih.t(), dtype), fuse_input_gemm=True,
                           bias=_np(bias, dtype) if bias is not None else _placeholder(0, dtype))
         _run("forward", dict(
-            cell=CELLS[cell].code, **inputs, w_hh_t=_np(w_hh.t(), dtype), b_hn=b,
+            cell=CELLS[cell].code, **inputs, w_hh=_np(w_hh, dtype), b_hn=b,
             h0=_np(h0, dtype), c0=c, w_hr_t=w_hr_t, has_proj=w_hr is not None,
             lengths=_lengths(lengths, seq_len, batch), reverse=bool(reverse),
             need_ws=ws_needed, y=y.numpy(), h_n=h_n.numpy(), c_n=c_n.numpy(), ws=ws.numpy()),

@@ -155,7 +155,7 @@ def _run_forward(data, template):
     x_in, at = _array3(job, at, template)
     w_ih_t, at = _array2(job, at, template)
     bias, at = _array1(job, at, template)
-    w_hh_t, at = _array2(job, at, template)
+    w_hh, at = _array2(job, at, template)
     b_hn, at = _array1(job, at, template)
     h0, at = _array2(job, at, template)
     c0, at = _array2(job, at, template)
@@ -172,7 +172,7 @@ def _run_forward(data, template):
         w_ih_t,
         bias,
         job[3] != 0,  # fuse_input_gemm
-        w_hh_t,
+        w_hh,
         b_hn,
         h0,
         c0,
