@@ -20,7 +20,7 @@ from fastrnn.contexts import context_backend, is_symbolic
 from fastrnn.dispatch import (_module_choices, check_backend_name, choose_module_backend,
                               env_backend_token, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
-from fastrnn import layer_step
+from fastrnn import layer_step, sequence_inference
 from fastrnn.scripting import torch_view
 
 
@@ -222,11 +222,16 @@ class RecurrentMixin(BackendMixin):
                             self.proj_size, packed, "sequence")
 
     def forward(self, input, hx=None):
-        if input.__class__ is torch.Tensor and self.num_layers == 1:
-            # one step of one layer: the cells' fused step where it applies (layer_step)
-            stepped = layer_step.step(self, input, hx)
-            if stepped is not None:
-                return stepped
+        if input.__class__ is torch.Tensor:
+            if self.num_layers == 1:
+                # one step of one layer: the cells' fused step where it applies (layer_step)
+                stepped = layer_step.step(self, input, hx)
+                if stepped is not None:
+                    return stepped
+            # no graph to record, numba chosen: the lean path (sequence_inference)
+            done = sequence_inference.run(self, input, hx)
+            if done is not None:
+                return done
         backend = self._call_backend(input)
         if backend == "native":
             return self._torch_class.forward(self, input, hx)

@@ -26,10 +26,10 @@ def test_input_gemm_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse
     up front."""
     numba = _numba()
     seq_len, batch, features, hidden = 7, 18, 11, 13
-    if not numba._fuses_input_gemm(batch):
+    if not numba.fuses_input_gemm(batch):
         pytest.skip("needs the register tiles")
     from fastrnn.backends.numba.vector_tile import ROWS  # tile height: ISA-dependent
-    assert not numba._fuses_input_gemm(ROWS - 1)  # thinner than a tile: one GEMM up front
+    assert not numba.fuses_input_gemm(ROWS - 1)  # thinner than a tile: one GEMM up front
     lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1] if lengths else None
     args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
                              dtype=dtype, seed=3)

@@ -9,6 +9,8 @@ Contract and shapes: see ``fastrnn.backends``.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -101,18 +103,24 @@ def forward_from_input(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, r
     (contract: ``fastrnn.backends``). Where every thread gets whole register tiles of rows,
     the input GEMM runs inside the time loop, step by step, at the tiles' speed, and xg
     (T,B,G*H) is never stored; thinner slices are faster with one GEMM over all steps first."""
-    if not _fuses_input_gemm(x.shape[1]):
+    if not fuses_input_gemm(x.shape[1]):
         return input_gemm_then_forward(forward, cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr,
                                        lengths, reverse, need_workspace)
     return _forward(cell, None, (x, w_ih, bias), w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                     need_workspace)
 
 
-def _fuses_input_gemm(batch: int) -> bool:
-    """Whether ``forward_from_input`` runs the input GEMM inside the loop for ``batch`` rows."""
-    from fastrnn.backends.numba import threads
+def fuses_input_gemm(batch: int) -> bool:
+    """Whether ``forward_from_input`` runs the input GEMM inside the loop for ``batch`` rows
+    (on the current thread count)."""
+    return _fuses(batch, torch.get_num_threads())
+
+
+@functools.lru_cache(maxsize=1024)
+def _fuses(batch: int, threads: int) -> bool:
+    from fastrnn.backends.numba import threads as pool
     from fastrnn.backends.numba.vector_tile import AVAILABLE, ROWS
-    ranges = threads.row_ranges(batch, torch.get_num_threads())
+    ranges = pool.row_ranges(batch, threads)
     return AVAILABLE and min(hi - lo for lo, hi in ranges) >= ROWS
 
 
@@ -122,8 +130,7 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
     like = xg if xg is not None else input_gemm[0]
     dtype = _compute_dtype(like.dtype)
     seq_len, batch = like.shape[:2]
-    gates = w_hh.shape[0]
-    hidden = gates // spec.num_gates
+    hidden = w_hh.shape[0] // spec.num_gates
     width = h0.shape[1]
     with torch.no_grad():
         y = huge_pages.empty((seq_len, batch, width), dtype)
@@ -132,28 +139,49 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
         ws_needed = need_workspace and spec.workspace_width > 0
         ws = huge_pages.empty((seq_len, batch, spec.workspace_width * hidden) if ws_needed
                               else (seq_len, batch, 0), dtype)
-        b = _np(b_hn, dtype) if b_hn is not None else _placeholder(hidden, dtype)
-        c = _np(c0, dtype) if c0 is not None else _placeholder((batch, 0), dtype)
-        w_hr_t = _np(w_hr.t(), dtype) if w_hr is not None else _placeholder((hidden, 1), dtype)
+
+        def arrays(t, transposed=False):
+            return None if t is None else _np(t.t() if transposed else t, dtype)
         if input_gemm is None:
-            inputs = dict(xg=_np(xg, dtype), x_in=_placeholder((0, 0, 0), dtype),
-                          w_ih_t=_placeholder((0, gates), dtype), bias=_placeholder(0, dtype),
-                          fuse_input_gemm=False)
+            xg_in, x_in, w_ih_t, bias = _np(xg, dtype), None, None, None
         else:
             x, w_ih, bias = input_gemm
-            inputs = dict(xg=_placeholder((0, 0, 0), dtype), x_in=_np(x, dtype),
-                          w_ih_t=_np(w_ih.t(), dtype), fuse_input_gemm=True,
-                          bias=_np(bias, dtype) if bias is not None else _placeholder(0, dtype))
-        _run("forward", dict(
-            cell=CELLS[cell].code, **inputs, w_hh=_np(w_hh, dtype), b_hn=b,
-            h0=_np(h0, dtype), c0=c, w_hr_t=w_hr_t, has_proj=w_hr is not None,
-            lengths=_lengths(lengths, seq_len, batch), reverse=bool(reverse),
-            need_ws=ws_needed, y=y.numpy(), h_n=h_n.numpy(), c_n=c_n.numpy(), ws=ws.numpy()),
-            batch)
+            xg_in, x_in, w_ih_t, bias = None, _np(x, dtype), arrays(w_ih, True), arrays(bias)
+        forward_arrays(cell, xg_in, x_in, w_ih_t, bias, _np(w_hh, dtype), arrays(b_hn),
+                       _np(h0, dtype), arrays(c0), arrays(w_hr, True),
+                       None if lengths is None else _np(lengths, torch.int64), reverse,
+                       y.numpy(), h_n.numpy(), c_n.numpy(), ws.numpy())
         out = like.dtype
         return (y.to(out), h_n.to(out),
                 c_n.to(out) if spec.has_cell_state else like.new_empty(0),
                 ws.to(out) if ws_needed else like.new_empty(0))
+
+
+def forward_arrays(cell, xg, x_in, w_ih_t, bias, w_hh, b_hn, h0, c0, w_hr_t, lengths, reverse,
+                   y, h_n, c_n, ws):
+    """The forward loop on numpy arrays of one compute dtype (float32/64) that the caller
+    prepared (``_forward``; ``fastrnn.sequence_inference``, which caches the parameters'
+    views). The input part: xg (T,B,G*H), or xg None and x_in (T,B,I), w_ih_t (I,G*H), bias
+    (G*H,) or None, the input GEMM then running inside the loop. w_hh (G*H,R); b_hn (H,), c0
+    (B,H), w_hr_t (H,P), lengths (B,) int64: each None where absent. Writes y (T,B,R),
+    h_n (B,R), c_n (B,H) (LSTM, else (B,0)) and ws (T,B,W*H) when it has a width."""
+    seq_len, batch = y.shape[:2]
+    gates = w_hh.shape[0]
+    hidden = gates // cell_spec(cell).num_gates
+    dtype = torch.float32 if y.dtype == np.float32 else torch.float64
+    fuse = xg is None
+    _run("forward", dict(
+        cell=CELLS[cell].code, xg=_placeholder((0, 0, 0), dtype) if fuse else xg,
+        x_in=x_in if fuse else _placeholder((0, 0, 0), dtype),
+        w_ih_t=w_ih_t if fuse else _placeholder((0, gates), dtype),
+        bias=bias if fuse and bias is not None else _placeholder(0, dtype),
+        fuse_input_gemm=fuse, w_hh=w_hh,
+        b_hn=b_hn if b_hn is not None else _placeholder(hidden, dtype), h0=h0,
+        c0=c0 if c0 is not None else _placeholder((batch, 0), dtype),
+        w_hr_t=w_hr_t if w_hr_t is not None else _placeholder((hidden, 1), dtype),
+        has_proj=w_hr_t is not None,
+        lengths=lengths if lengths is not None else np.full(batch, seq_len, dtype=np.int64),
+        reverse=bool(reverse), need_ws=ws.shape[2] > 0, y=y, h_n=h_n, c_n=c_n, ws=ws), batch)
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,

@@ -1,0 +1,207 @@
+"""A whole ``RNN``/``LSTM``/``GRU`` call with no graph to record (no_grad, inference_mode) in
+plain eager mode on the numba backend, with the layer path's per-call work that depends only
+on the module and the kind of call done once.
+
+Why a second path: at B=1, T=100, H=64 (streaming, decoding, small policies) the general one
+(``fastrnn.layers`` -> ``layer`` -> ``ops`` -> the backend) spent ~170 us per call around a
+~90 us LSTM time loop: expanding and checking arguments, the backend choice, folding biases,
+routes, converting every tensor, stacking the states. Here a call costs the memo lookup of its
+route (per module, keyed on the call's signature, valid while dispatch keeps the choice it
+rests on), the check of the parameters' cached numpy views (they alias the parameters, so
+in-place and ``.data`` updates are seen; nothing derived from the weights' values is kept),
+and per layer-direction the input GEMM (``fastrnn.gemm``, or inside the loop where the numba
+backend fuses it) and the loop itself (``numba.forward_arrays``, the backend's own entry).
+
+It applies to a plain tensor input (3-D, or 2-D unbatched), grad mode off, no autocast, float32
+or float64 on the CPU, no ``proj_size``, no active dropout, states absent or plain tensors of
+exactly the expected shape and dtype, and ``auto`` (or ``backend='numba'``) choosing numba.
+Everything else returns None and takes the general path, which raises torch.nn's errors.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastrnn import dispatch, gemm
+from fastrnn.cells import cell_spec, module_cell_name
+from fastrnn.eager import only_eager_sees
+
+_DTYPES = (torch.float32, torch.float64)
+_LOADED = []
+
+
+def _backend():
+    """fastrnn.backends.numba, imported on first use (numba loads then)."""
+    if not _LOADED:
+        from fastrnn.backends import numba
+        _LOADED.append(numba)
+    return _LOADED[0]
+
+
+def _states_signature(hx):
+    if hx is None:
+        return None
+    if type(hx) is Tensor:
+        return (hx.shape, hx.dtype, hx.device)
+    if type(hx) is tuple and len(hx) == 2 and type(hx[0]) is Tensor and type(hx[1]) is Tensor:
+        h, c = hx
+        return (h.shape, h.dtype, h.device, c.shape, c.dtype, c.device)
+    return False  # some other structure: the general path deals with it
+
+
+def _plan(module, input: Tensor, hx) -> tuple:
+    """('fast' | 'native' | 'general', dispatch's key of the backend choice it rests on, or
+    None) for a call of this signature (grad mode off, plain eager mode: ``route``)."""
+    dim = input.dim()
+    if dim not in (2, 3) or module.proj_size or input.dtype not in _DTYPES or not input.is_cpu:
+        return "general", None
+    if torch.is_autocast_enabled("cpu"):
+        return "general", None
+    batched = dim == 3
+    seq_len = input.size(1 if module.batch_first else 0) if batched else input.size(0)
+    batch = input.size(0 if module.batch_first else 1) if batched else 1
+    if seq_len == 0 or batch == 0 or input.size(-1) != module.input_size:
+        return "general", None
+    backend = module._call_backend(input)
+    key = dispatch.module_choice_key(
+        module.backend, module_cell_name(module.mode), input.device, input.dtype, seq_len,
+        batch, module.hidden_size, 0, False, "inference", module.training, "sequence")
+    if backend == "native":
+        return "native", key
+    dropout = module.training and module.dropout > 0 and module.num_layers > 1
+    if backend != "numba" or dropout:
+        return "general", key
+    if hx is not None:
+        layers = module.num_layers * (2 if module.bidirectional else 1)
+        want = (layers, batch, module.hidden_size) if batched else (layers, module.hidden_size)
+        states = hx if module.mode == "LSTM" else (hx,)
+        if module.mode == "LSTM" and type(hx) is not tuple:
+            return "general", key
+        for s in states:
+            if tuple(s.shape) != want or s.dtype != input.dtype or not s.is_cpu:
+                return "general", key
+    return "fast", key
+
+
+def route(module, input: Tensor, hx) -> str:
+    """How ``module(input, hx)`` runs with grad mode off in plain eager mode: 'fast' (this
+    path), 'native' (torch.nn's forward: auto measured it faster) or 'general' (the layer
+    path). From the module's memo when a call of this signature was seen before and dispatch
+    still keeps the backend choice it rests on (``dispatch.clear_caches`` forgets both)."""
+    states = _states_signature(hx)
+    if states is False:
+        return "general"
+    signature = (input.shape, input.dtype, input.device, torch.is_autocast_enabled("cpu"),
+                 module.backend, module.training, module.batch_first, module.dropout,
+                 dispatch.env_backend_token(), states)
+    memo = module.__dict__.get("_fastrnn_inference_routes")
+    hit = memo.get(signature) if memo is not None else None
+    if hit is None or (hit[1] is not None and hit[1] not in dispatch._module_choices):
+        hit = _plan(module, input, hx)
+        if memo is None or len(memo) >= 256:
+            memo = module.__dict__["_fastrnn_inference_routes"] = {}
+        memo[signature] = hit
+    return hit[0]
+
+
+def _weights(module, dtype: torch.dtype):
+    """Per layer-direction (w_ih, w_hh, b_ih, b_hh) as numpy views (biases None when absent),
+    cached on the module while no parameter's storage, version or dtype changed; None when a
+    parameter is not a contiguous CPU tensor of ``dtype`` (the general path then runs)."""
+    params = [module._parameters.get(name) for name in module._flat_weights_names]
+    key = [dtype]
+    for p in params:
+        if p is not None:
+            key += (p.data_ptr(), p._version)
+    cached = module.__dict__.get("_fastrnn_inference_weights")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    if any(type(p) not in (Tensor, torch.nn.Parameter) or p.dtype != dtype or not p.is_cpu
+           or not p.is_contiguous() for p in params):
+        return None
+    per = 4 if module.bias else 2
+    views = [p.detach().numpy() for p in params]
+    groups = tuple((v[0], v[1], v[2] if per == 4 else None, v[3] if per == 4 else None)
+                   for v in (views[i:i + per] for i in range(0, len(views), per)))
+    module.__dict__["_fastrnn_inference_weights"] = (key, groups)
+    return groups
+
+
+def _folded_bias(cell: str, b_ih, b_hh):
+    """(bias added to the input GEMM, b_hn) from b_ih, b_hh (G*H,) numpy views, per call (see
+    ``fastrnn.layer.fold_biases``: GRU keeps b_hn inside the reset product)."""
+    if b_ih is None:
+        return None, None
+    if cell != "gru":
+        return b_ih + b_hh, None
+    hidden = b_hh.shape[0] // 3
+    folded = b_ih.copy()
+    folded[:2 * hidden] += b_hh[:2 * hidden]
+    return folded, b_hh[2 * hidden:]
+
+
+def run(module, input: Tensor, hx):
+    """``module(input, hx)`` on this path, or None where it does not apply (module docstring).
+    input (T, B, I) / (B, T, I) with batch_first / (T, I) unbatched; hx as torch.nn takes it.
+    Returns what torch.nn returns: (output, h_n) or (output, (h_n, c_n))."""
+    if torch.is_grad_enabled() or not only_eager_sees():
+        return None
+    way = route(module, input, hx)
+    if way == "native":
+        return module._torch_class.forward(module, input, hx)
+    if way != "fast":
+        return None
+    dtype = input.dtype
+    groups = _weights(module, dtype)
+    if groups is None:
+        return None
+    backend = _backend()
+    cell = module_cell_name(module.mode)
+    spec = cell_spec(cell)
+    is_lstm = spec.has_cell_state
+    batched = input.dim() == 3
+    x = input if batched else input.unsqueeze(1)
+    if module.batch_first and batched:
+        x = x.transpose(0, 1)
+    seq_len, batch = x.shape[:2]
+    hidden = module.hidden_size
+    directions = 2 if module.bidirectional else 1
+    layers = module.num_layers * directions
+    h_n = torch.empty((layers, batch, hidden), dtype=dtype)
+    c_n = torch.empty((layers, batch, hidden) if is_lstm else (layers, batch, 0), dtype=dtype)
+    hn, cn = h_n.numpy(), c_n.numpy()
+    if hx is None:
+        h0 = c0 = np.zeros((layers, batch, hidden), dtype=hn.dtype)
+    else:
+        h_state, c_state = hx if is_lstm else (hx, None)
+        h0 = h_state.detach().contiguous().numpy().reshape(layers, batch, hidden)
+        c0 = c_state.detach().contiguous().numpy().reshape(layers, batch, hidden) if is_lstm else None
+    fuse = backend.fuses_input_gemm(batch)
+    no_ws = np.empty((seq_len, batch, 0), dtype=hn.dtype)
+    layer_input = x
+    for layer in range(module.num_layers):
+        outputs = []
+        x_np = layer_input.contiguous().numpy() if fuse else None
+        for direction in range(directions):
+            index = layer * directions + direction
+            w_ih, w_hh, b_ih, b_hh = groups[index]
+            bias, b_hn = _folded_bias(cell, b_ih, b_hh)
+            y = torch.empty((seq_len, batch, hidden), dtype=dtype)
+            if fuse:
+                xg, w_ih_t = None, np.ascontiguousarray(w_ih.T)
+            else:
+                xg = gemm.linear(layer_input, torch.from_numpy(w_ih),
+                                 None if bias is None else torch.from_numpy(bias))
+                xg, w_ih_t = xg.contiguous().numpy(), None
+            backend.forward_arrays(cell, xg, x_np, w_ih_t, bias, w_hh, b_hn, h0[index],
+                                   c0[index] if is_lstm else None, None, None, direction == 1,
+                                   y.numpy(), hn[index], cn[index], no_ws)
+            outputs.append(y)
+        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+    out = layer_input
+    if module.batch_first and batched:
+        out = out.transpose(0, 1)
+    if not batched:
+        out, h_n, c_n = out.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+    return (out, (h_n, c_n)) if is_lstm else (out, h_n)
