@@ -37,9 +37,6 @@ class Bounds(NamedTuple):
     onednn_linear_from: int  # float32 x @ w^T + b: below, oneDNN's fixed cost loses to MKL
     onednn_matmul_from: int  # float32 a @ b (b passed transposed, reordered by oneDNN)
     onednn_tn_from: int  # a^T b: below, oneDNN's two transposed copies cost more than MKL's
-    # a layer's per-step recurrent product (B, R) x (R, G*H): from here it runs on torch (MKL)
-    # step by step, the gate math alone in numba (backends/numba/stepwise.py)
-    stepwise_from: int
     source: str  # where the figures come from
 
 
@@ -50,7 +47,7 @@ BOUNDS: dict[str, Bounds] = {
     "avx512": Bounds(
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000, stepwise_from=NEVER,
+        onednn_tn_from=128_000_000,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx512.md"),
     # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
@@ -60,7 +57,6 @@ BOUNDS: dict[str, Bounds] = {
     "avx2": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
-        stepwise_from=NEVER,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
@@ -68,7 +64,7 @@ BOUNDS: dict[str, Bounds] = {
     "generic": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000, stepwise_from=NEVER,
+        onednn_tn_from=128_000_000,
         source="not measured (no tiles; oneDNN bounds copied from the AVX-512 row)"),
 }
 
@@ -124,9 +120,3 @@ def beyond_calling_thread(m: int, k: int, n: int, dtype: torch.dtype) -> bool:
     thread wins: a fused kernel that would compute it in line (a cell step's) hands it to
     ``fastrnn.gemm`` instead, which runs it on torch's OpenMP team or oneDNN."""
     return route("matmul", m, k, n, dtype) in ("numba_team", "onednn")
-
-
-def steps_on_torch(batch: int, width: int, gates: int, dtype: torch.dtype) -> bool:
-    """Whether a layer-direction's time loop runs its per-step product (B, R) x (R, G*H) on
-    torch step by step (``backends/numba/stepwise.py``) rather than inside numba's loop."""
-    return dtype in _NUMBA_DTYPES and batch * width * gates >= bounds().stepwise_from

@@ -18,7 +18,6 @@ from fastrnn import huge_pages, machine
 from fastrnn.backends.base import input_gemm_then_forward
 from fastrnn.backends.problem import Problem
 from fastrnn.cells import CELLS, cell_spec
-from fastrnn.product_routing import steps_on_torch
 
 machine.configure_numba()  # before any kernel of this package is compiled
 
@@ -178,12 +177,6 @@ def forward_arrays(cell, xg, x_in, w_ih_t, bias, w_hh, b_hn, h0, c0, w_hr_t, len
     gates = w_hh.shape[0]
     hidden = gates // cell_spec(cell).num_gates
     dtype = torch.float32 if y.dtype == np.float32 else torch.float64
-    if _stepwise(lengths, w_hr_t, batch, w_hh, dtype):
-        from fastrnn.backends.numba import stepwise
-        if xg is None:  # the input GEMM the loop would have fused, over all steps first
-            xg = _input_gemm(x_in, w_ih_t, bias)
-        stepwise.forward(CELLS[cell].code, xg, w_hh, b_hn, h0, c0, reverse, y, h_n, c_n, ws)
-        return
     fuse = xg is None
     _run("forward", dict(
         cell=CELLS[cell].code, xg=_placeholder((0, 0, 0), dtype) if fuse else xg,
@@ -197,21 +190,6 @@ def forward_arrays(cell, xg, x_in, w_ih_t, bias, w_hh, b_hn, h0, c0, w_hr_t, len
         has_proj=w_hr_t is not None,
         lengths=lengths if lengths is not None else _full_lengths(batch, seq_len),
         reverse=bool(reverse), need_ws=ws.shape[2] > 0, y=y, h_n=h_n, c_n=c_n, ws=ws), batch)
-
-
-def _stepwise(lengths, w_hr, batch, w_hh, dtype) -> bool:
-    """Whether the time loop runs on ``stepwise`` (product_routing.steps_on_torch; it covers
-    sequences without lengths and projection)."""
-    return (lengths is None and w_hr is None
-            and steps_on_torch(batch, w_hh.shape[1], w_hh.shape[0], dtype))
-
-
-def _input_gemm(x_in, w_ih_t, bias):
-    """xg (T,B,G*H) = x_in (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,) on fastrnn.gemm."""
-    from fastrnn import gemm
-    t = torch.from_numpy
-    xg = gemm.linear(t(x_in), t(w_ih_t).t(), None if bias is None else t(bias))
-    return xg.contiguous().numpy()
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
@@ -233,24 +211,16 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         no_c = _placeholder((batch, 0), dtype)
         ws = (_np(workspace, dtype) if workspace.numel()
               else _placeholder((seq_len, batch, 0), dtype))
-        if _stepwise(lengths, w_hr, batch, w_hh, dtype):
-            from fastrnn.backends.numba import stepwise
-            stepwise.backward(
-                CELLS[cell].code, _np(grad_y, dtype), _np(grad_hn, dtype),
-                _np(grad_cn, dtype) if spec.has_cell_state else no_c, _np(w_hh, dtype),
-                _np(h0, dtype), _np(c0, dtype) if c0 is not None else no_c, reverse,
-                _np(y, dtype), ws, d_xg.numpy(), d_hn_gru.numpy(), d_h0.numpy(), d_c0.numpy())
-        else:
-            _run("backward", dict(
-                cell=CELLS[cell].code, grad_y=_np(grad_y, dtype), grad_hn=_np(grad_hn, dtype),
-                grad_cn=_np(grad_cn, dtype) if spec.has_cell_state else no_c,
-                w_hh=_np(w_hh, dtype), h0=_np(h0, dtype),
-                c0=_np(c0, dtype) if c0 is not None else no_c,
-                w_hr=_np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
-                has_proj=w_hr is not None, lengths=_lengths(lengths, seq_len, batch),
-                reverse=bool(reverse), y=_np(y, dtype), ws=ws, d_xg=d_xg.numpy(),
-                d_hn_gru=d_hn_gru.numpy(), d_h_proj=d_h_proj.numpy(), d_h0=d_h0.numpy(),
-                d_c0=d_c0.numpy()), batch)
+        _run("backward", dict(
+            cell=CELLS[cell].code, grad_y=_np(grad_y, dtype), grad_hn=_np(grad_hn, dtype),
+            grad_cn=_np(grad_cn, dtype) if spec.has_cell_state else no_c,
+            w_hh=_np(w_hh, dtype), h0=_np(h0, dtype),
+            c0=_np(c0, dtype) if c0 is not None else no_c,
+            w_hr=_np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
+            has_proj=w_hr is not None, lengths=_lengths(lengths, seq_len, batch),
+            reverse=bool(reverse), y=_np(y, dtype), ws=ws, d_xg=d_xg.numpy(),
+            d_hn_gru=d_hn_gru.numpy(), d_h_proj=d_h_proj.numpy(), d_h0=d_h0.numpy(),
+            d_c0=d_c0.numpy()), batch)
         out = grad_y.dtype
         empty = grad_y.new_empty
         return (d_xg.to(out), d_hn_gru.to(out) if cell == "gru" else empty(0),
