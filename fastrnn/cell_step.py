@@ -8,9 +8,10 @@ module, rebuilt when a parameter's storage or version changes). Nothing derived 
 weights' values is cached: ``p.data.copy_(...)`` or ``p.data.mul_(...)`` (target-network and EMA
 updates) change a parameter without its version counter, so a cached transposed copy went
 stale (the kernels read the parameters in place; the copies saved 0-1.3 us at B=1). Inputs and outputs cross to numpy without torch allocations (``numpy()`` views in,
-``torch.from_numpy`` out). A training step whose products are large enough for
+``torch.from_numpy`` out). A step (training or not) whose products are large enough for
 ``fastrnn.product_routing`` to take them off the calling thread runs them on ``fastrnn.gemm``
-and only the gate math in the kernel (``_routed_products``).
+and only the gate math in the kernel (``_routed_products``; in line, B=64 H=256 steps were
+1.8-2.5x torch.nn's time).
 
 ``cell_route`` decides what runs a call, the one place the modules and the tests ask:
 
@@ -238,7 +239,7 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
 
 
 def _routed_products(batch: int, inputs: int, w_hh_shape: tuple, dtype) -> bool:
-    """Whether a training step's products run on ``fastrnn.gemm`` (torch's OpenMP team,
+    """Whether a step's products run on ``fastrnn.gemm`` (torch's OpenMP team,
     oneDNN) rather than inside the fused kernel, whose products run on the calling thread:
     where ``product_routing`` takes the larger of them off the calling thread."""
     gates, hidden = w_hh_shape
@@ -269,6 +270,8 @@ def _inference(module, cell: str, x: Tensor, hx):
         h_at, c_at = h0.data_ptr(), c0.data_ptr()
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     unbatched = x.dim() == 1
+    if _routed_products(batch, w_ih.shape[1], w_hh.shape, dtype):
+        return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched)
     if cell == "lstm":
         out = np.empty((2, batch, hidden), dtype=_NP[dtype])
         h_out, c_out = out[0], out[1]
@@ -280,6 +283,26 @@ def _inference(module, cell: str, x: Tensor, hx):
     _kernels().forward_at(_CODES[cell], x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
                           h_out, h_out)
     return torch.from_numpy(h_out[0] if unbatched else h_out)
+
+
+def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched):
+    """A large no-graph step: the two products on ``fastrnn.gemm`` (biases included), the
+    gate math alone in numba."""
+    dtype = x.dtype
+    hidden = w_hh.shape[1]
+    is_lstm = cell == "lstm"
+    if hx is None:
+        ha = ca = np.zeros((batch, hidden), dtype=_NP[dtype])
+    elif is_lstm:
+        ha, ca = _array(hx[0]), _array(hx[1])
+    else:
+        ha = ca = _array(hx)
+    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
+    h_out, c_out = out[0], out[-1]
+    _kernels().gates_forward(_CODES[cell], _linear(_array(x), w_ih, b_ih), _linear(ha, w_hh, b_hh),
+                             ha, ca, h_out, c_out, _EMPTY[dtype])
+    h = torch.from_numpy(h_out[0] if unbatched else h_out)
+    return (h, torch.from_numpy(c_out[0] if unbatched else c_out)) if is_lstm else h
 
 
 def run(module, way: str, input: Tensor, hx):

@@ -1,6 +1,7 @@
 """Which CPU kernel computes each large product of a layer (the input GEMM outside the time loop;
 dx, dW_ih, dW_hh, dW_hr in backward): the one routing decision, ``route``, and the size bounds
-behind it, one row per ISA class (``BOUNDS``).
+behind it, one row per ISA class (``BOUNDS``); also where a cell step's products leave its
+fused kernel (``beyond_calling_thread``).
 
 The candidates: ``numba`` (the numba backend's register-tiled matmul on the calling thread: no
 fixed call cost, reads a transposed operand in place), ``numba_team`` (the same on torch's
@@ -37,19 +38,25 @@ class Bounds(NamedTuple):
     onednn_linear_from: int  # float32 x @ w^T + b: below, oneDNN's fixed cost loses to MKL
     onednn_matmul_from: int  # float32 a @ b (b passed transposed, reordered by oneDNN)
     onednn_tn_from: int  # a^T b: below, oneDNN's two transposed copies cost more than MKL's
+    # a cell step's products (B, K) x (K, G*H): below, inside its fused single-thread kernel
+    # (weights read in place); from here on fastrnn.gemm (fastrnn.cell_step)
+    cell_inline_until: int
     source: str  # where the figures come from
 
 
 BOUNDS: dict[str, Bounds] = {
+    # A cell step's products: in line they lost to fastrnn.gemm from ~1-3M multiply-adds each
+    # (B >= 16 sooner), in both classes alike (cell-inline-bound-2026-12-01-*.txt)
     # numba wins the weight gradients a^T b on torch's team from 4M to ~128M multiply-adds
     # (1.1-1.3x faster than MKL and oneDNN) and ties a @ b there; on the calling thread MKL
     # won every shape from 1M to 4M; oneDNN's linear wins from ~16M (1.1-1.4x), ties at 4-7M.
     "avx512": Bounds(
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000,
+        onednn_tn_from=128_000_000, cell_inline_until=2_000_000,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
-               "benchmarks/results/product-routing-2026-12-01-avx512.md"),
+               "benchmarks/results/product-routing-2026-12-01-avx512.md, "
+               "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt"),
     # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
     # the team, and beat oneDNN on a^T b everywhere and on a @ b below ~1G multiply-adds; for
     # x @ w^T + b oneDNN wins from ~16M. Measured in the AVX2 class on the AVX-512 box
@@ -57,15 +64,17 @@ BOUNDS: dict[str, Bounds] = {
     "avx2": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
+        cell_inline_until=2_000_000,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
-               "benchmarks/results/product-routing-2026-12-01-avx2.md"),
+               "benchmarks/results/product-routing-2026-12-01-avx2.md, "
+               "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
     # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
     "generic": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000,
-        source="not measured (no tiles; oneDNN bounds copied from the AVX-512 row)"),
+        onednn_tn_from=128_000_000, cell_inline_until=2_000_000,
+        source="not measured (no tiles; oneDNN and cell bounds copied from the AVX-512 row)"),
 }
 
 
@@ -116,7 +125,7 @@ def route(kind: str, m: int, k: int, n: int, dtype: torch.dtype) -> str:
 
 
 def beyond_calling_thread(m: int, k: int, n: int, dtype: torch.dtype) -> bool:
-    """Whether an (M, K) x (K, N) product is past the band where numba's matmul on the calling
-    thread wins: a fused kernel that would compute it in line (a cell step's) hands it to
-    ``fastrnn.gemm`` instead, which runs it on torch's OpenMP team or oneDNN."""
-    return route("matmul", m, k, n, dtype) in ("numba_team", "onednn")
+    """Whether a fused cell step's (M, K) x (K, N) product is past the size where computing it
+    in line, on the calling thread, wins: the step then hands its products to ``fastrnn.gemm``
+    (torch's OpenMP team, oneDNN or numba's team tiles, as ``route`` picks)."""
+    return m * k * n >= bounds().cell_inline_until

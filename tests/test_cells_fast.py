@@ -100,6 +100,27 @@ def test_large_steps_on_routed_products_match_torch(kind, batch, with_hx, bias, 
     assert ran == ["gates_forward", "gate_grads"]
 
 
+@pytest.mark.parametrize("kind,batch,with_hx,bias", ROUTED_CASES)
+def test_large_inference_steps_on_routed_products_match_torch(kind, batch, with_hx, bias,
+                                                             monkeypatch):
+    """The no-graph step of a large cell: products on fastrnn.gemm, gate math in numba."""
+    import fastrnn.cell_step as cs
+    ran = []
+    real = kernels.gates_forward
+    monkeypatch.setattr(kernels, "gates_forward", lambda *a: (ran.append(1), real(*a))[1])
+    monkeypatch.setattr(cs, "_routed_products", lambda *args: True)
+    name, kwargs = kind
+    fast, ref = _pair(name, kwargs, bias)
+    x, hx = _inputs(name, batch, with_hx, requires_grad=False)
+    with torch.no_grad():
+        assert cell_route(fast, x, hx) == "step"
+        got, want = _flat(fast(x, hx)), _flat(ref(x, hx))
+    assert [g.shape for g in got] == [w.shape for w in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert ran == [1]
+
+
 def test_which_steps_route_their_products():
     """A step's products leave the fused kernel exactly where product_routing takes the larger
     of them off the calling thread (an LSTMCell at B=16, H=256 on a 2-thread AVX2/AVX-512 box)."""
