@@ -182,7 +182,7 @@ def run(module, input: Tensor, hx):
     layer_input = x
     for layer in range(module.num_layers):
         outputs = []
-        x_np = layer_input.contiguous().numpy() if fuse else None
+        x_np = layer_input.detach().contiguous().numpy() if fuse else None
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh = groups[index]

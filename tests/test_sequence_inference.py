@@ -87,6 +87,10 @@ def test_float32_without_bias_in_inference_mode(kind, batch, lean):
     with torch.inference_mode():
         _assert_same(ref, fast, x, None, rtol=1e-5, atol=1e-6)
     assert lean == [True]
+    x.requires_grad_()  # no_grad over inputs that require grad: still no graph
+    with torch.no_grad():
+        _assert_same(ref, fast, x, None, rtol=1e-5, atol=1e-6)
+    assert lean == [True, True]
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
