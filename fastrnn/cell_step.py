@@ -205,6 +205,17 @@ def _array(t: Tensor):
     return a.reshape(1, a.shape[0]) if a.ndim == 1 else a
 
 
+def _state_arrays(hx, is_lstm: bool, batch: int, hidden: int, dtype):
+    """(h, c) as (B, H) numpy arrays (zeros for hx None; c is h itself except for LSTM)."""
+    if hx is None:
+        h = np.zeros((batch, hidden), dtype=_NP[dtype])
+        return h, h
+    if is_lstm:
+        return _array(hx[0]), _array(hx[1])
+    h = _array(hx)
+    return h, h
+
+
 def _forward_arrays(module, cell: str, x: Tensor, hx):
     """The training forward on the weights ``cell_route`` just cached, read in place (they
     change every optimizer step), saving the workspace; returns (h', c' or None, the arrays
@@ -214,12 +225,7 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     is_lstm = cell == "lstm"
     xa = _array(x)
     batch = xa.shape[0]
-    if hx is None:
-        ha = ca = np.zeros((batch, hidden), dtype=_NP[dtype])
-    elif is_lstm:
-        ha, ca = _array(hx[0]), _array(hx[1])
-    else:
-        ha = ca = _array(hx)
+    ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     ws = np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if _WS[cell] else _EMPTY[dtype]
     unbatched = x.dim() == 1
@@ -291,12 +297,7 @@ def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched):
     dtype = x.dtype
     hidden = w_hh.shape[1]
     is_lstm = cell == "lstm"
-    if hx is None:
-        ha = ca = np.zeros((batch, hidden), dtype=_NP[dtype])
-    elif is_lstm:
-        ha, ca = _array(hx[0]), _array(hx[1])
-    else:
-        ha = ca = _array(hx)
+    ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
     out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
     h_out, c_out = out[0], out[-1]
     _kernels().gates_forward(_CODES[cell], _linear(_array(x), w_ih, b_ih), _linear(ha, w_hh, b_hh),
