@@ -7,7 +7,8 @@ route of each kind of call (``cell_route``'s memo per module) and the weights' n
 module, rebuilt when a parameter's storage or version changes). Nothing derived from the
 weights' values is cached: ``p.data.copy_(...)`` or ``p.data.mul_(...)`` (target-network and EMA
 updates) change a parameter without its version counter, so a cached transposed copy went
-stale (the kernels read the parameters in place; the copies saved 0-1.3 us at B=1). Inputs and outputs cross to numpy without torch allocations (``numpy()`` views in,
+stale (the kernels read the parameters in place; the copies saved 0-1.3 us at B=1). Inputs
+and outputs cross to numpy without torch allocations (``numpy()`` views in,
 ``torch.from_numpy`` out). A step (training or not) whose products are large enough for
 ``fastrnn.product_routing`` to take them off the calling thread runs them on ``fastrnn.gemm``
 and only the gate math in the kernel (``_routed_products``; in line, B=64 H=256 steps were
@@ -32,6 +33,7 @@ from torch import Tensor
 from fastrnn import dispatch, gemm, product_routing
 from fastrnn.cells import CELLS
 from fastrnn.eager import only_eager_sees
+from fastrnn.parameter_views import parameter_views
 
 _NATIVE = (torch.float32, torch.float64)
 _NP = {torch.float32: np.float32, torch.float64: np.float64}
@@ -72,28 +74,11 @@ def _backend(module, cell: str, x: Tensor, batch: int, autocast: bool) -> tuple:
 
 def _weights(params: dict, dtype: torch.dtype, module):
     """The numpy views (w_ih, w_hh, b_ih, b_hh) of the module's parameters (size-0 arrays for
-    absent biases), cached on the module while no parameter's storage, version or dtype
-    changed; None when a parameter cannot be viewed (not contiguous, not a plain CPU
-    Parameter of ``dtype``)."""
-    w_ih, w_hh, b_ih, b_hh = (params["weight_ih"], params["weight_hh"], params["bias_ih"],
-                              params["bias_hh"])
-    key = (w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version, dtype,
-           None if b_ih is None else (b_ih.data_ptr(), b_ih._version, b_hh.data_ptr(),
-                                      b_hh._version))
-    cached = module.__dict__.get("_fastrnn_step_weights")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    views = []
-    for p in (w_ih, w_hh, b_ih, b_hh):
-        if p is None:
-            views.append(_EMPTY1[dtype])
-        elif (type(p) not in (Tensor, torch.nn.Parameter) or p.dtype != dtype
-              or not p.is_cpu or not p.is_contiguous()):
-            return None
-        else:
-            views.append(p.detach().numpy())
-    module.__dict__["_fastrnn_step_weights"] = (key, tuple(views))
-    return tuple(views)
+    absent biases), cached in ``module.__dict__["_fastrnn_step_weights"]``
+    (``fastrnn.parameter_views``); None when a parameter cannot be viewed."""
+    return parameter_views(module, "_fastrnn_step_weights",
+                           (params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                            params["bias_hh"]), dtype, _EMPTY1[dtype])
 
 
 def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
@@ -231,7 +216,7 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     unbatched = x.dim() == 1
     out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
     h_out, c_out = out[0], out[-1]
-    routed = _routed_products(batch, xa.shape[1], w_hh.shape, dtype)
+    routed = _routed_products(batch, xa.shape[1], w_hh.shape)
     if routed:
         # two routed GEMMs (biases included), then the gate math alone
         gi = _linear(xa, w_ih, b_ih)
@@ -244,12 +229,12 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws, routed)
 
 
-def _routed_products(batch: int, inputs: int, w_hh_shape: tuple, dtype) -> bool:
+def _routed_products(batch: int, inputs: int, w_hh_shape: tuple) -> bool:
     """Whether a step's products run on ``fastrnn.gemm`` (torch's OpenMP team,
     oneDNN) rather than inside the fused kernel, whose products run on the calling thread:
     where ``product_routing`` takes the larger of them off the calling thread."""
     gates, hidden = w_hh_shape
-    return product_routing.beyond_calling_thread(batch, max(inputs, hidden), gates, dtype)
+    return product_routing.beyond_calling_thread(batch, max(inputs, hidden), gates)
 
 
 def _linear(a, w, b):
@@ -276,7 +261,7 @@ def _inference(module, cell: str, x: Tensor, hx):
         h_at, c_at = h0.data_ptr(), c0.data_ptr()
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     unbatched = x.dim() == 1
-    if _routed_products(batch, w_ih.shape[1], w_hh.shape, dtype):
+    if _routed_products(batch, w_ih.shape[1], w_hh.shape):
         return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched)
     if cell == "lstm":
         out = np.empty((2, batch, hidden), dtype=_NP[dtype])

@@ -124,7 +124,7 @@ def route(kind: str, m: int, k: int, n: int, dtype: torch.dtype) -> str:
     return "torch"
 
 
-def beyond_calling_thread(m: int, k: int, n: int, dtype: torch.dtype) -> bool:
+def beyond_calling_thread(m: int, k: int, n: int) -> bool:
     """Whether a fused cell step's (M, K) x (K, N) product is past the size where computing it
     in line, on the calling thread, wins: the step then hands its products to ``fastrnn.gemm``
     (torch's OpenMP team, oneDNN or numba's team tiles, as ``route`` picks)."""

@@ -26,6 +26,8 @@ from torch import Tensor
 from fastrnn import dispatch, gemm
 from fastrnn.cells import cell_spec, module_cell_name
 from fastrnn.eager import only_eager_sees
+from fastrnn.layer import fold_biases
+from fastrnn.parameter_views import parameter_views
 
 _DTYPES = (torch.float32, torch.float64)
 _LOADED = []
@@ -107,38 +109,24 @@ def route(module, input: Tensor, hx) -> str:
 
 def _weights(module, dtype: torch.dtype):
     """Per layer-direction (w_ih, w_hh, b_ih, b_hh) as numpy views (biases None when absent),
-    cached on the module while no parameter's storage, version or dtype changed; None when a
-    parameter is not a contiguous CPU tensor of ``dtype`` (the general path then runs)."""
+    cached on the module (``fastrnn.parameter_views``); None when a parameter cannot be viewed
+    (the general path then runs)."""
     params = [module._parameters.get(name) for name in module._flat_weights_names]
-    key = [dtype]
-    for p in params:
-        if p is not None:
-            key += (p.data_ptr(), p._version)
-    cached = module.__dict__.get("_fastrnn_inference_weights")
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    if any(type(p) not in (Tensor, torch.nn.Parameter) or p.dtype != dtype or not p.is_cpu
-           or not p.is_contiguous() for p in params):
+    views = parameter_views(module, "_fastrnn_inference_weights", params, dtype, None)
+    if views is None or any(v is None for v in views):
         return None
     per = 4 if module.bias else 2
-    views = [p.detach().numpy() for p in params]
-    groups = tuple((v[0], v[1], v[2] if per == 4 else None, v[3] if per == 4 else None)
-                   for v in (views[i:i + per] for i in range(0, len(views), per)))
-    module.__dict__["_fastrnn_inference_weights"] = (key, groups)
-    return groups
+    return tuple((v[0], v[1], v[2] if per == 4 else None, v[3] if per == 4 else None)
+                 for v in (views[i:i + per] for i in range(0, len(views), per)))
 
 
 def _folded_bias(cell: str, b_ih, b_hh):
-    """(bias added to the input GEMM, b_hn) from b_ih, b_hh (G*H,) numpy views, per call (see
-    ``fastrnn.layer.fold_biases``: GRU keeps b_hn inside the reset product)."""
+    """(bias added to the input GEMM, b_hn) as numpy arrays or None, from the b_ih, b_hh views:
+    ``fastrnn.layer.fold_biases`` per call (the bias changes with every parameter update)."""
     if b_ih is None:
         return None, None
-    if cell != "gru":
-        return b_ih + b_hh, None
-    hidden = b_hh.shape[0] // 3
-    folded = b_ih.copy()
-    folded[:2 * hidden] += b_hh[:2 * hidden]
-    return folded, b_hh[2 * hidden:]
+    bias, b_hn = fold_biases(cell, torch.from_numpy(b_ih), torch.from_numpy(b_hh))
+    return bias.numpy(), (None if b_hn is None else b_hn.numpy())
 
 
 def run(module, input: Tensor, hx):
@@ -176,7 +164,8 @@ def run(module, input: Tensor, hx):
     else:
         h_state, c_state = hx if is_lstm else (hx, None)
         h0 = h_state.detach().contiguous().numpy().reshape(layers, batch, hidden)
-        c0 = c_state.detach().contiguous().numpy().reshape(layers, batch, hidden) if is_lstm else None
+        c0 = (c_state.detach().contiguous().numpy().reshape(layers, batch, hidden) if is_lstm
+              else None)
     fuse = backend.fuses_input_gemm(batch)
     no_ws = np.empty((seq_len, batch, 0), dtype=hn.dtype)
     layer_input = x

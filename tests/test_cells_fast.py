@@ -126,10 +126,9 @@ def test_which_steps_route_their_products():
     of them off the calling thread (an LSTMCell at B=16, H=256 on a 2-thread AVX2/AVX-512 box)."""
     import fastrnn.cell_step as cs
     from fastrnn import product_routing
-    f32 = torch.float32
-    assert cs._routed_products(16, 256, (1024, 256), f32) == \
-        product_routing.beyond_calling_thread(16, 256, 1024, f32)
-    assert not cs._routed_products(1, 64, (256, 64), f32)  # 16K multiply-adds: in line
+    assert cs._routed_products(16, 256, (1024, 256)) == \
+        product_routing.beyond_calling_thread(16, 256, 1024)
+    assert not cs._routed_products(1, 64, (256, 64))  # 16K multiply-adds: in line
 
 
 @pytest.mark.parametrize("kind,batch", list(itertools.product(CELL_KINDS, (None, 3))))

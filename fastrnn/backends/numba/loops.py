@@ -183,8 +183,8 @@ def forward_loop(cell, xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh, b_hn, h0, 
 
     The input part of the gates: xg (T,B,G*H), or, where ``fuse_input_gemm``, computed step by
     step as x_in[t] (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,; empty: none) (xg is then unused).
-    w_hh (G*H,R) in torch's layout (packed transposed once per call); b_hn (H,) (zeros when absent); h0 (B,R); c0 (B,H) for LSTM,
-    (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
+    w_hh (G*H,R) in torch's layout (packed transposed once per call); b_hn (H,) (zeros when
+    absent); h0 (B,R); c0 (B,H) for LSTM, (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
     """
     seq_len = y.shape[0]
     gates = w_hh.shape[0]
