@@ -44,25 +44,30 @@ def _sweep() -> dict:
         k_values = [1, 7, 2 * vt.DEPTH + 37]
         rows_values = sorted({1, 3, vt.ROWS, vt.ROWS + 1, 2 * vt.ROWS + 3, 13})
         rng = np.random.default_rng(7)
-        for n in n_values:
-            for k in k_values:
-                for rows in rows_values:
-                    for transposed in (False, True):
-                        a = rng.standard_normal((k, rows) if transposed else (rows, k))
-                        a = (a.T if transposed else a).astype(dtype)
-                        b = rng.standard_normal((k, n)).astype(dtype)
-                        want = a.astype(np.float64) @ b.astype(np.float64)
-                        tol = 1e-4 if dtype == "float32" else 1e-12
-                        for entry in ("in place", "packed"):
-                            out = np.full((rows, n), np.nan, dtype=dtype)
-                            if entry == "in place":
-                                mm.matmul(a, b, out)
-                            else:
-                                mm.matmul_packed(a, mm.pack_b(b), out)
-                            if not np.allclose(out, want, rtol=tol, atol=tol * np.sqrt(k)):
-                                err = float(np.nanmax(np.abs(out - want)))
-                                failures.append(f"{entry} {dtype} rows={rows} k={k} n={n} "
-                                                f"transposed={transposed}: max error {err}")
+        # the rows short of a whole tile take one-row tiles of 8, 4, 2 and 1 panels (in place:
+        # narrow panels over the whole row; packed: runs of wide, then narrow panels): n with
+        # 15 narrow panels, and with 3 wide panels then a narrow one, covers every span
+        span_n = [15 * narrow + 5, 3 * wide + narrow + 5]
+        cases = [(n, k, rows) for n in n_values for k in k_values for rows in rows_values]
+        cases += [(n, k, rows) for n in span_n for k in k_values[1:]
+                  for rows in sorted({1, vt.ROWS - 1, vt.ROWS + 1} - {0})]
+        for n, k, rows in cases:
+            for transposed in (False, True):
+                a = rng.standard_normal((k, rows) if transposed else (rows, k))
+                a = (a.T if transposed else a).astype(dtype)
+                b = rng.standard_normal((k, n)).astype(dtype)
+                want = a.astype(np.float64) @ b.astype(np.float64)
+                tol = 1e-4 if dtype == "float32" else 1e-12
+                for entry in ("in place", "packed"):
+                    out = np.full((rows, n), np.nan, dtype=dtype)
+                    if entry == "in place":
+                        mm.matmul(a, b, out)
+                    else:
+                        mm.matmul_packed(a, mm.pack_b(b), out)
+                    if not np.allclose(out, want, rtol=tol, atol=tol * np.sqrt(k)):
+                        err = float(np.nanmax(np.abs(out - want)))
+                        failures.append(f"{entry} {dtype} rows={rows} k={k} n={n} "
+                                        f"transposed={transposed}: max error {err}")
     # b with strided rows: no tiles (they need contiguous rows), all on the plain kernels
     rng = np.random.default_rng(8)
     a = rng.standard_normal((2 * vt.ROWS, 50)).astype(np.float32)

@@ -8,8 +8,11 @@ one thread, float32, (16,128) @ (128,512), per call: MKL (torch's) 30 us, SciPy'
 
 How: whole blocks of ``ROWS`` rows go through the ISA class's register tiles written in LLVM
 IR (``vector_tile.py``: 8 rows x 2-3 zmm vectors on AVX-512, 4 rows x 2-3 ymm on AVX2; the
-accumulators stay in registers over the whole k loop); what they leave (the last M % ROWS
-rows, columns short of a whole tile) goes through the plain kernels below. ``a`` may be any
+accumulators stay in registers over the whole k loop); the last M % ROWS rows (all of a B=1
+step) through one-row tiles spanning several panels (``vector_tile.ROW_SPAN``: with one
+panel's 2-3 accumulators the k loop waited on the FMA latency; (1,64) @ (64,256) went from
+1.1-1.45 to 0.75-0.9 us per call on the dev machine); the columns short of a whole tile
+through the plain kernels below. ``a`` may be any
 strided view (``g.T`` for weight gradients); ``b`` and ``out`` need contiguous rows for tiles.
 
 Two entry points: ``matmul_into(a, b, out)`` reads b in place; ``pack_b(b)`` once, then
@@ -31,8 +34,9 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 import numpy as np
 from numba import njit
 
-from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, PACK, ROWS, VECTORS, WIDE,
-                          row_narrow, row_wide, tile_narrow, tile_wide)
+from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, PACK, ROW_SPAN, ROWS, VECTORS, WIDE,
+                          row_narrow_1, row_narrow_2, row_narrow_4, row_narrow_8, row_wide_1,
+                          row_wide_2, row_wide_4, row_wide_8, tile_narrow, tile_wide)
 
 # Output columns per panel of the plain kernels: 8 rows of a panel of ``out`` (16 KB in
 # float32) stay in L1 over the whole k loop, and its block of b (K x PANEL) in L2 across rows.
@@ -187,10 +191,10 @@ def _plain(a, b, out, r0, r1, j0, j1):
 
 
 @njit(**_OPTS)
-def _tile_panel(wide, a, b_at, ldb, o_at, ldo, tiled, rows):
-    """One panel of tile columns: out[:rows] (rows, span) = a[:rows] @ b (K, span), rows below
-    ``tiled`` (a multiple of ROWS) in whole tiles, the rest (packed b only) in one-row tiles;
-    k in blocks of DEPTH; b and out given as addresses and row strides (elements)."""
+def _tile_panel(wide, a, b_at, ldb, o_at, ldo, tiled):
+    """One panel of tile columns: out[:tiled] (tiled, span) = a[:tiled] @ b (K, span) in whole
+    tiles (``tiled`` a multiple of ROWS), k in blocks of DEPTH; b and out given as addresses
+    and row strides (elements)."""
     size = a.itemsize
     K = a.shape[1]
     a_row = a.strides[0] // size
@@ -203,16 +207,61 @@ def _tile_panel(wide, a, b_at, ldb, o_at, ldo, tiled, rows):
             a_at = a0 + (r * a_row + k0 * a_col) * size
             out_at = o_at + r * ldo * size
             if wide:
-                tile_wide(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+                tile_wide(a, a_at, a_row, a_col, b_k, ldb, 0, out_at, ldo, depth, k0 > 0)
             else:
-                tile_narrow(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
-        for r in range(tiled, rows):
-            a_at = a0 + (r * a_row + k0 * a_col) * size
-            out_at = o_at + r * ldo * size
-            if wide:
-                row_wide(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
-            else:
-                row_narrow(a, a_at, a_row, a_col, b_k, ldb, out_at, ldo, depth, k0 > 0)
+                tile_narrow(a, a_at, a_row, a_col, b_k, ldb, 0, out_at, ldo, depth, k0 > 0)
+
+
+@njit(**_OPTS)
+def _row_span(wide, panels, a, a_at, a_col, b_at, ldb, stride, out_at, depth, accumulate):
+    """out[r, :] (+)= a[r, k block] @ b over the first of ``panels`` (>= 1) consecutive panels
+    of one kind (b panel p at b_at + p * stride elements, out's columns contiguous from
+    out_at): as many as one one-row tile of ``ROW_SPAN`` takes. Returns how many it did."""
+    span = ROW_SPAN[0] if wide else ROW_SPAN[1]
+    if panels >= 8 and span >= 8:
+        if wide:
+            row_wide_8(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        else:
+            row_narrow_8(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        return 8
+    if panels >= 4 and span >= 4:
+        if wide:
+            row_wide_4(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        else:
+            row_narrow_4(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        return 4
+    if panels >= 2 and span >= 2:
+        if wide:
+            row_wide_2(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        else:
+            row_narrow_2(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+        return 2
+    if wide:
+        row_wide_1(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+    else:
+        row_narrow_1(a, a_at, 0, a_col, b_at, ldb, stride, out_at, 0, depth, accumulate)
+    return 1
+
+
+@njit(**_OPTS)
+def _row_panels(wide, a, r0, r1, b_at, ldb, stride, panels, o_at, ldo):
+    """out[r0:r1, :panels * width] = a[r0:r1] @ b over ``panels`` consecutive panels of one
+    kind, row by row in one-row tiles of up to ``ROW_SPAN`` panels (b panel p at b_at + p *
+    stride elements, its rows ldb apart; out's rows ldo apart, its columns contiguous)."""
+    size = a.itemsize
+    K = a.shape[1]
+    a_row = a.strides[0] // size
+    a_col = a.strides[1] // size
+    width = (VECTORS[0] if wide else VECTORS[1]) * (BITS // 8 // size)
+    for k0 in range(0, K, DEPTH):
+        depth = min(DEPTH, K - k0)
+        for r in range(r0, r1):
+            a_at = a.ctypes.data + (r * a_row + k0 * a_col) * size
+            p = 0
+            while p < panels:
+                p += _row_span(wide, panels - p, a, a_at, a_col,
+                               b_at + (p * stride + k0 * ldb) * size, ldb, stride,
+                               o_at + (r * ldo + p * width) * size, depth, k0 > 0)
 
 
 @njit(**_OPTS)
@@ -262,23 +311,29 @@ def matmul_into(a, b, out):
     N = b.shape[1]
     size = a.itemsize
     out[:, :] = 0
-    tiled = M - M % ROWS
-    if not TILES or b.strides[1] != size or out.strides[1] != size:
-        tiled = 0
+    tiles = TILES and b.strides[1] == size and out.strides[1] == size
+    tiled = M - M % ROWS if tiles else 0
     done = 0
+    ldb = b.strides[0] // size
+    ldo = out.strides[0] // size
     if tiled > 0:
         plan = _panels(N, size)
-        ldb = b.strides[0] // size
-        ldo = out.strides[0] // size
         for p in range(plan.shape[0]):
             j0, kind = plan[p, 0], plan[p, 2]
             if kind == 0:
                 break
             _tile_panel(kind == 2, a, b.ctypes.data + j0 * size, ldb,
-                        out.ctypes.data + j0 * size, ldo, tiled, tiled)
+                        out.ctypes.data + j0 * size, ldo, tiled)
             done = j0 + plan[p, 1]
     _plain(a, b, out, 0, tiled, done, N)
-    _plain(a, b, out, tiled, M, 0, N)
+    # the last M % ROWS rows: b's columns are contiguous, so one-row tiles take them in
+    # narrow panels whatever the plan above
+    narrow = VECTORS[1] * (BITS // 8 // size)
+    panels = N // narrow if tiles else 0
+    if panels > 0:
+        _row_panels(False, a, tiled, M, b.ctypes.data, ldb, narrow, panels, out.ctypes.data,
+                    ldo)
+    _plain(a, b, out, tiled, M, panels * narrow, N)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
@@ -326,18 +381,33 @@ def matmul_packed_into(a, packed, out):
         return
     out[:, :] = 0
     tiles = TILES and out.strides[1] == size
+    tiled = M - M % ROWS
     ldo = out.strides[0] // size
     plan = _panels(N, size)
     off = 0
-    for p in range(plan.shape[0]):
+    p = 0
+    while p < plan.shape[0]:
         j0, width, kind = plan[p, 0], plan[p, 1], plan[p, 2]
-        block = packed[off:off + K * width].reshape((K, width))
-        if kind > 0 and tiles:
-            _tile_panel(kind == 2, a, block.ctypes.data, width, out.ctypes.data + j0 * size, ldo,
-                        M - M % ROWS, M)
-        else:
+        if kind == 0 or not tiles:
+            block = packed[off:off + K * width].reshape((K, width))
             _plain(a, block, out[:, j0:j0 + width], 0, M, 0, width)
-        off += K * width
+            off += K * width
+            p += 1
+            continue
+        # the run of panels of this kind: whole tiles each, then its last M % ROWS rows in
+        # one-row tiles of several panels (a panel's block is K * width elements)
+        run = 1
+        while p + run < plan.shape[0] and plan[p + run, 2] == kind:
+            run += 1
+        b_at = packed.ctypes.data + off * size
+        o_at = out.ctypes.data + j0 * size
+        for q in range(run):
+            _tile_panel(kind == 2, a, b_at + q * K * width * size, width,
+                        o_at + q * width * size, ldo, tiled)
+        if tiled < M:
+            _row_panels(kind == 2, a, tiled, M, b_at, width, K * width, run, o_at, ldo)
+        off += run * K * width
+        p += run
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FLAGS)
