@@ -1,7 +1,8 @@
 """The numba matmul in every ISA class this host can run: the class's register tiles (wide and
-narrow; their one-row forms where b is packed), the plain kernels for the rows and columns they
-leave, both entry points (b in place, b packed), float32 and float64, a transposed ``a``, k over
-several of the tiles' k blocks.
+narrow; the one-row tiles over several panels for the rows short of a tile), the plain kernels
+for the rows and columns they leave, both entry points (b in place; b packed, also from a
+transposed view), float32 and float64, a transposed ``a``, k over several of the tiles' k
+blocks.
 
 Each class runs in its own process (``FASTRNN_CPU_ISA`` picks the class at import, and numba
 then compiles for it), this file being that process's script; CI on an AVX2 box runs the
@@ -58,16 +59,35 @@ def _sweep() -> dict:
                 b = rng.standard_normal((k, n)).astype(dtype)
                 want = a.astype(np.float64) @ b.astype(np.float64)
                 tol = 1e-4 if dtype == "float32" else 1e-12
-                for entry in ("in place", "packed"):
+                for entry in ("in place", "packed", "packed from a transpose"):
                     out = np.full((rows, n), np.nan, dtype=dtype)
                     if entry == "in place":
                         mm.matmul(a, b, out)
-                    else:
+                    elif entry == "packed":
                         mm.matmul_packed(a, mm.pack_b(b), out)
+                    else:  # b = w.T, w's rows contiguous (W_hh^T): transpose.py's blocks
+                        mm.matmul_packed(a, mm.pack_b(np.ascontiguousarray(b.T).T), out)
                     if not np.allclose(out, want, rtol=tol, atol=tol * np.sqrt(k)):
                         err = float(np.nanmax(np.abs(out - want)))
                         failures.append(f"{entry} {dtype} rows={rows} k={k} n={n} "
                                         f"transposed={transposed}: max error {err}")
+    # transpose_into alone: whole register blocks, the edges, rows of dst further apart
+    from numba import njit
+
+    from fastrnn.backends.numba.transpose import transpose_into
+
+    @njit
+    def transpose(src, dst):
+        transpose_into(src, dst)
+    for dtype in ("float32", "float64"):
+        for n, k in ((1, 1), (7, 9), (17, 33), (256, 64), (40, 24), (3, 100)):
+            src = rng.standard_normal((n, k)).astype(dtype)
+            room = np.full((k, n + 5), np.nan, dtype=dtype)
+            for dst in (np.full((k, n), np.nan, dtype=dtype), room[:, :n]):
+                transpose(src, dst)
+                if not (dst == src.T).all():
+                    failures.append(f"transpose_into {dtype} ({n}, {k}), dst row stride "
+                                    f"{dst.strides[0] // dst.itemsize}")
     # b with strided rows: no tiles (they need contiguous rows), all on the plain kernels
     rng = np.random.default_rng(8)
     a = rng.standard_normal((2 * vt.ROWS, 50)).astype(np.float32)

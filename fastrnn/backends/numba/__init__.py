@@ -151,11 +151,11 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
         def arrays(t, transposed=False):
             return None if t is None else _np(t.t() if transposed else t, dtype)
         if input_gemm is None:
-            xg_in, x_in, w_ih_t, bias = _np(xg, dtype), None, None, None
+            xg_in, x_in, w_ih_in, bias = _np(xg, dtype), None, None, None
         else:
             x, w_ih, bias = input_gemm
-            xg_in, x_in, w_ih_t, bias = None, _np(x, dtype), arrays(w_ih, True), arrays(bias)
-        forward_arrays(cell, xg_in, x_in, w_ih_t, bias, _np(w_hh, dtype), arrays(b_hn),
+            xg_in, x_in, w_ih_in, bias = None, _np(x, dtype), _np(w_ih, dtype), arrays(bias)
+        forward_arrays(cell, xg_in, x_in, w_ih_in, bias, _np(w_hh, dtype), arrays(b_hn),
                        _np(h0, dtype), arrays(c0), arrays(w_hr, True),
                        None if lengths is None else _np(lengths, torch.int64), reverse,
                        y.numpy(), h_n.numpy(), c_n.numpy(), ws.numpy())
@@ -165,11 +165,11 @@ def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                 ws.to(out) if ws_needed else like.new_empty(0))
 
 
-def forward_arrays(cell, xg, x_in, w_ih_t, bias, w_hh, b_hn, h0, c0, w_hr_t, lengths, reverse,
+def forward_arrays(cell, xg, x_in, w_ih, bias, w_hh, b_hn, h0, c0, w_hr_t, lengths, reverse,
                    y, h_n, c_n, ws):
     """The forward loop on numpy arrays of one compute dtype (float32/64) that the caller
     prepared (``_forward``; ``fastrnn.sequence_inference``, which caches the parameters'
-    views). The input part: xg (T,B,G*H), or xg None and x_in (T,B,I), w_ih_t (I,G*H), bias
+    views). The input part: xg (T,B,G*H), or xg None and x_in (T,B,I), w_ih (G*H,I), bias
     (G*H,) or None, the input GEMM then running inside the loop. w_hh (G*H,R); b_hn (H,), c0
     (B,H), w_hr_t (H,P), lengths (B,) int64: each None where absent. Writes y (T,B,R),
     h_n (B,R), c_n (B,H) (LSTM, else (B,0)) and ws (T,B,W*H) when it has a width."""
@@ -181,7 +181,7 @@ def forward_arrays(cell, xg, x_in, w_ih_t, bias, w_hh, b_hn, h0, c0, w_hr_t, len
     _run("forward", dict(
         cell=CELLS[cell].code, xg=_placeholder((0, 0, 0), dtype) if fuse else xg,
         x_in=x_in if fuse else _placeholder((0, 0, 0), dtype),
-        w_ih_t=w_ih_t if fuse else _placeholder((0, gates), dtype),
+        w_ih=w_ih if fuse else _placeholder((gates, 0), dtype),
         bias=bias if fuse and bias is not None else _placeholder(0, dtype),
         fuse_input_gemm=fuse, w_hh=w_hh,
         b_hn=b_hn if b_hn is not None else _placeholder(hidden, dtype), h0=h0,

@@ -176,13 +176,14 @@ def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
 
 
 @njit(**_FAST)
-def forward_loop(cell, xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh, b_hn, h0, c0, w_hr_t,
+def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0, w_hr_t,
                  has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, lo, hi):
     """Forward recurrence of batch rows lo:hi, writing y (T,B,R), h_n (B,R), c_n (B,H),
     ws (T,B,W*H) in place at those rows.
 
     The input part of the gates: xg (T,B,G*H), or, where ``fuse_input_gemm``, computed step by
-    step as x_in[t] (T,B,I) @ w_ih_t (I,G*H) + bias (G*H,; empty: none) (xg is then unused).
+    step as x_in[t] (T,B,I) @ w_ih^T + bias (G*H,; empty: none), w_ih (G*H,I) in torch's
+    layout (packed transposed once per call, as W_hh; xg is then unused).
     w_hh (G*H,R) in torch's layout (packed transposed once per call); b_hn (H,) (zeros when
     absent); h0 (B,R); c0 (B,H) for LSTM, (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
     """
@@ -202,11 +203,12 @@ def forward_loop(cell, xg, x_in, w_ih_t, bias, fuse_input_gemm, w_hh, b_hn, h0, 
     # once per call: every step reads W_hh^T panel by panel (packed from W_hh itself: a
     # transposed copy made in torch first cost ~13 us per call at H=64, LSTM)
     w_hh_p = pack_b(w_hh.T)
+    w_ih_p = pack_b(w_ih.T) if fuse_input_gemm else w_hh_p[:0]
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         matmul_packed_into(h, w_hh_p, gh)
         if fuse_input_gemm:
-            matmul_into(x_in[t, lo:hi], w_ih_t, gx)
+            matmul_packed_into(x_in[t, lo:hi], w_ih_p, gx)
             if bias.shape[0] > 0:
                 for b in range(rows):
                     _add_into(gx[b], bias)
@@ -321,7 +323,7 @@ def backward_loop(cell, grad_y, grad_hn, grad_cn, w_hh, h0, c0, w_hr, has_proj, 
 # omp.py's job packing and cfunc unpackers are generated from them (tests check both against
 # the signatures above).
 FORWARD_ARGS = (
-    ("cell", "int"), ("xg", "f3"), ("x_in", "f3"), ("w_ih_t", "f2"), ("bias", "f1"),
+    ("cell", "int"), ("xg", "f3"), ("x_in", "f3"), ("w_ih", "f2"), ("bias", "f1"),
     ("fuse_input_gemm", "bool"), ("w_hh", "f2"), ("b_hn", "f1"), ("h0", "f2"), ("c0", "f2"),
     ("w_hr_t", "f2"), ("has_proj", "bool"), ("lengths", "i1"), ("reverse", "bool"),
     ("need_ws", "bool"), ("y", "f3"), ("h_n", "f2"), ("c_n", "f2"), ("ws", "f3"))

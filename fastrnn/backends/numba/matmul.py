@@ -34,6 +34,7 @@ went from 72 to 84 GMAC/s (no change where N <= PANEL). The panels are array vie
 import numpy as np
 from numba import njit
 
+from .transpose import transpose_into
 from .vector_tile import (AVAILABLE as TILES, BITS, DEPTH, PACK, ROW_SPAN, ROWS, VECTORS, WIDE,
                           row_narrow_1, row_narrow_2, row_narrow_4, row_narrow_8, row_wide_1,
                           row_wide_2, row_wide_4, row_wide_8, tile_narrow, tile_wide)
@@ -340,12 +341,19 @@ def matmul_into(a, b, out):
 def pack_b(b):
     """b (K, N) -> packed (K*N,): b's columns in the panels ``matmul_packed_into`` runs (for
     each panel of ``_panels(N)``, its (K, width) block, row-major), for a b multiplied many
-    times (W_hh over the time steps). Any strides; float32 or float64. Where the class does
+    times (W_hh over the time steps). Any strides; float32 or float64; b = w.T with w's rows
+    contiguous is copied in register blocks (``transpose.transpose_into``). Where the class does
     not pack (``vector_tile.SHAPES``), b's rows, row-major, a view of b where b is contiguous
     (matmul_packed_into is then matmul_into)."""
     K, N = b.shape
+    # b = w.T with w's rows contiguous (W_hh^T): copied in register blocks (transpose.py)
+    transposed = b.strides[0] == b.itemsize and K > 1
     if not PACK:  # b itself where it is contiguous: no copy on Numba's heap (4 KB pages; b may
-        return np.ascontiguousarray(b).reshape(K * N)  # sit on huge pages), as in place
+        if transposed:  # sit on huge pages), as in place
+            rows = np.empty((K, N), dtype=b.dtype)
+            transpose_into(b.T, rows)
+            return rows.reshape(K * N)
+        return np.ascontiguousarray(b).reshape(K * N)
     # aligned to 64 bytes like numpy's own arrays (Numba's np.empty is only 16-byte aligned)
     spare = 64 // b.itemsize
     buffer = np.empty(K * N + spare, dtype=b.dtype)
@@ -356,8 +364,11 @@ def pack_b(b):
     for p in range(plan.shape[0]):
         j0, width = plan[p, 0], plan[p, 1]
         block = packed[off:off + K * width].reshape((K, width))
-        for k in range(K):
-            block[k, :] = b[k, j0:j0 + width]
+        if transposed:
+            transpose_into(b[:, j0:j0 + width].T, block)
+        else:
+            for k in range(K):
+                block[k, :] = b[k, j0:j0 + width]
         off += K * width
     return packed
 

@@ -153,7 +153,7 @@ def _run_forward(data, template):
     at = _HEADER
     xg, at = _array3(job, at, template)
     x_in, at = _array3(job, at, template)
-    w_ih_t, at = _array2(job, at, template)
+    w_ih, at = _array2(job, at, template)
     bias, at = _array1(job, at, template)
     w_hh, at = _array2(job, at, template)
     b_hn, at = _array1(job, at, template)
@@ -169,7 +169,7 @@ def _run_forward(data, template):
         job[2],  # cell
         xg,
         x_in,
-        w_ih_t,
+        w_ih,
         bias,
         job[3] != 0,  # fuse_input_gemm
         w_hh,
