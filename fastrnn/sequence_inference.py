@@ -177,11 +177,12 @@ def run(module, input: Tensor, hx):
         h0 = h_state.detach().contiguous().numpy().reshape(layers, batch, hidden)
         c0 = (c_state.detach().contiguous().numpy().reshape(layers, batch, hidden) if is_lstm
               else None)
-    fuse = backend.fuses_input_gemm(batch)
     no_ws = np.empty((seq_len, batch, 0), dtype=hn.dtype)
+    gates = spec.num_gates * hidden
     layer_input = x
     for layer in range(module.num_layers):
         outputs = []
+        fuse = backend.fuses_input_gemm(seq_len, batch, layer_input.shape[2], gates)
         x_np = layer_input.detach().contiguous().numpy() if fuse else None
         for direction in range(directions):
             index = layer * directions + direction

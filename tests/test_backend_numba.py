@@ -19,17 +19,21 @@ def _numba():
 @pytest.mark.parametrize("cell,proj", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("reverse,lengths,bias", [(False, None, True), (True, "ragged", False)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [18, 1, 3], ids=["per-step", "chunks-B1", "chunks-B3"])
 def test_input_gemm_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse, lengths, bias,
-                                                             dtype):
-    """forward_from_input with the input GEMM x @ W_ih^T + bias inside the loop, per step (on
-    batches wide enough for whole register tiles per thread), equals forward on xg computed
-    up front."""
+                                                             dtype, batch):
+    """forward_from_input with the input GEMM x @ W_ih^T + bias inside the loop equals
+    forward on xg computed up front: per step on batches wide enough for whole register tiles
+    per thread, in chunks of ROWS steps on thinner ones (T=7 leaves a short last chunk)."""
     numba = _numba()
-    seq_len, batch, features, hidden = 7, 18, 11, 13
-    if not numba.fuses_input_gemm(batch):
+    seq_len, features, hidden = 7, 11, 13
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1) * hidden
+    if not numba.fuses_input_gemm(seq_len, batch, features, gates):
         pytest.skip("needs the register tiles")
-    from fastrnn.backends.numba.vector_tile import ROWS  # tile height: ISA-dependent
-    assert not numba.fuses_input_gemm(ROWS - 1)  # thinner than a tile: one GEMM up front
+    from fastrnn import product_routing
+    # thin slices of a product too big for the calling thread: one GEMM up front
+    big = product_routing.bounds().cell_inline_until
+    assert not numba.fuses_input_gemm(big, 1, 1, 1)
     lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1] if lengths else None
     args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
                              dtype=dtype, seed=3)
@@ -38,11 +42,17 @@ def test_input_gemm_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse
     x = torch.randn(seq_len, batch, features, generator=gen, dtype=torch.float64)
     w_ih = torch.randn(gates, features, generator=gen, dtype=torch.float64) * 0.3
     b = torch.randn(gates, generator=gen, dtype=torch.float64) if bias else None
-    xg = x @ w_ih.t() + (b if bias else 0)
+    # The reference: the same inputs as the loop gets them (rounded to dtype), its xg kept in
+    # the loop's compute dtype (float32 for bfloat16: an xg rounded to bfloat16 first moved
+    # single outputs past the tolerance), its outputs rounded to dtype at the end.
+    x, w_ih = x.to(dtype), w_ih.to(dtype)
+    b = None if b is None else b.to(dtype)
+    compute = torch.float32 if dtype == torch.bfloat16 else dtype
+    xg = x.double() @ w_ih.double().t() + (b.double() if bias else 0)
     rest = [args[k] for k in ("w_hh", "b_hn", "h0", "c0", "w_hr", "lengths")]
-    want = numba.forward(cell, xg.to(dtype), *rest, reverse, True)
-    got = numba.forward_from_input(cell, x.to(dtype), w_ih.to(dtype),
-                                  None if b is None else b.to(dtype), *rest, reverse, True)
+    rest_ref = [r.to(compute) if r is not None and r.is_floating_point() else r for r in rest]
+    want = [w.to(dtype) for w in numba.forward(cell, xg.to(compute), *rest_ref, reverse, True)]
+    got = numba.forward_from_input(cell, x, w_ih, b, *rest, reverse, True)
     tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     valid = valid_steps(lengths, seq_len, batch)
     for i, (g, w) in enumerate(zip(got, want)):

@@ -108,28 +108,37 @@ def forward(cell, xg, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, need_workspace
 def forward_from_input(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                        need_workspace):
     """``forward`` from the layer's input x (T,B,I), w_ih (G*H,I), bias (G*H,) or None
-    (contract: ``fastrnn.backends``). Where every thread gets whole register tiles of rows,
-    the input GEMM runs inside the time loop, step by step, at the tiles' speed, and xg
-    (T,B,G*H) is never stored; thinner slices are faster with one GEMM over all steps first."""
-    if not fuses_input_gemm(x.shape[1]):
+    (contract: ``fastrnn.backends``). Where ``fuses_input_gemm``, the input GEMM runs inside
+    the time loop at the register tiles' speed and xg (T,B,G*H) is never stored; elsewhere one
+    GEMM over all steps (``fastrnn.gemm``, torch's thread team) comes first."""
+    seq_len, batch, inputs = x.shape
+    if not fuses_input_gemm(seq_len, batch, inputs, w_ih.shape[0]):
         return input_gemm_then_forward(forward, cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr,
                                        lengths, reverse, need_workspace)
     return _forward(cell, None, (x, w_ih, bias), w_hh, b_hn, h0, c0, w_hr, lengths, reverse,
                     need_workspace)
 
 
-def fuses_input_gemm(batch: int) -> bool:
-    """Whether ``forward_from_input`` runs the input GEMM inside the loop for ``batch`` rows
-    (on the current thread count)."""
-    return _fuses(batch, torch.get_num_threads())
+def fuses_input_gemm(seq_len: int, batch: int, inputs: int, gates: int) -> bool:
+    """Whether ``forward_from_input`` runs the input GEMM (T*B, I) x (I, G*H) inside the loop
+    (on the current thread count): step by step where every thread gets whole register tiles
+    of rows; for thinner slices (B=1) in chunks of ``ROWS`` steps, where one thread's share is
+    small enough for the calling thread (``product_routing.beyond_calling_thread``: at T=100,
+    B=1, H=64 LSTM torch's GEMM took 42 us inside a call, the chunks ~30 us)."""
+    return _fuses(seq_len, batch, inputs, gates, torch.get_num_threads())
 
 
 @functools.lru_cache(maxsize=1024)
-def _fuses(batch: int, threads: int) -> bool:
+def _fuses(seq_len: int, batch: int, inputs: int, gates: int, threads: int) -> bool:
+    from fastrnn import product_routing
     from fastrnn.backends.numba import threads as pool
     from fastrnn.backends.numba.vector_tile import AVAILABLE, ROWS
-    ranges = pool.row_ranges(batch, threads)
-    return AVAILABLE and min(hi - lo for lo, hi in ranges) >= ROWS
+    if not AVAILABLE:
+        return False
+    widths = [hi - lo for lo, hi in pool.row_ranges(batch, threads)]
+    if min(widths) >= ROWS:
+        return True
+    return not product_routing.beyond_calling_thread(seq_len * max(widths), inputs, gates)
 
 
 def _forward(cell, xg, input_gemm, w_hh, b_hn, h0, c0, w_hr, lengths, reverse,

@@ -14,6 +14,7 @@ from fastrnn import cells
 
 from .math_kernels import sigmoid, tanh
 from .matmul import matmul_into, matmul_packed_into, pack_b
+from .vector_tile import ROWS
 
 # compile-time constants in the loops below
 RNN_TANH, RNN_RELU, LSTM, GRU = (cells.CELLS[name].code
@@ -197,6 +198,12 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
     gh = np.empty((rows, gates), dtype=y.dtype)
     # this step's input part when the input GEMM runs here (rows, G*H); never read otherwise
     gx = np.empty((rows, gates) if fuse_input_gemm else (1, gates), dtype=y.dtype)
+    # Rows too few for a whole register tile (B=1): the input GEMM runs every ROWS steps for
+    # the next ROWS steps, each row's (ROWS, I) slab of x in whole tiles, into gxc (on this
+    # thread, no torch call: ``fuses_input_gemm``)
+    chunked = fuse_input_gemm and rows < ROWS
+    gxc = np.empty((rows, ROWS, gates) if chunked else (1, 1, gates), dtype=y.dtype)
+    t_lo = 0  # the first step (in t) of gxc's chunk
     m = np.zeros((rows, H), dtype=y.dtype)
     hp = np.empty((rows, width), dtype=y.dtype)
     n = np.empty(H, dtype=y.dtype)
@@ -207,7 +214,16 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         matmul_packed_into(h, w_hh_p, gh)
-        if fuse_input_gemm:
+        if chunked:
+            if s % ROWS == 0:
+                steps = min(ROWS, seq_len - s)
+                t_lo = seq_len - s - steps if reverse else s
+                for b in range(rows):
+                    matmul_packed_into(x_in[t_lo:t_lo + steps, lo + b], w_ih_p, gxc[b, :steps])
+                    if bias.shape[0] > 0:
+                        for q in range(steps):
+                            _add_into(gxc[b, q], bias)
+        elif fuse_input_gemm:
             matmul_packed_into(x_in[t, lo:hi], w_ih_p, gx)
             if bias.shape[0] > 0:
                 for b in range(rows):
@@ -219,7 +235,12 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
                 if need_ws:
                     ws[t, row, :] = 0
                 continue
-            x = gx[b] if fuse_input_gemm else xg[t, row]
+            if chunked:
+                x = gxc[b, t - t_lo]
+            elif fuse_input_gemm:
+                x = gx[b]
+            else:
+                x = xg[t, row]
             g = gh[b]
             if cell == RNN_TANH or cell == RNN_RELU:
                 _rnn_row(cell == RNN_TANH, g, x, h[b], y[t, row], H)
