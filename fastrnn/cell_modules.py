@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from fastrnn.autocast import autocast_compute_dtype
+from fastrnn.cells import step_weight_shapes
 from fastrnn.cell_step import cell_route, run as run_step
 from fastrnn.layer import layer_direction
 from fastrnn.modules import BackendMixin, raise_like_torch
@@ -40,11 +41,15 @@ class CellMixin(BackendMixin):
         bad = bad or any(s.dtype != input.dtype or s.device != input.device for s in states)
         bad = bad or (isinstance(self, nn.LSTMCell) and len(states) != 2)
         bad = bad or any(p.device != input.device for p in self.parameters())
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        shapes = step_weight_shapes(self._cell_name(), self.input_size, self.hidden_size)
+        bad = bad or any(w is not None and w.shape != s for w, s in zip(weights, shapes))
         bad = bad or (input.dtype != self.weight_ih.dtype
                       and not torch.is_autocast_enabled(input.device.type))
         if bad:
             raise_like_torch(self._torch_class.forward, *args,
-                             expected="input and state sizes, dtypes and devices matching the cell")
+                             expected="input, state and parameter sizes, dtypes and devices "
+                                      "matching the cell")
 
     def forward(self, input, hx=None):
         way = cell_route(self, input, hx)  # the cells' own fused step where it applies

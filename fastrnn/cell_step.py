@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from fastrnn import dispatch, gemm, product_routing
-from fastrnn.cells import CELLS
+from fastrnn.cells import CELLS, step_weight_shapes
 from fastrnn.eager import only_eager_sees
 from fastrnn.parameter_views import parameter_views
 
@@ -57,30 +57,16 @@ def _kernels():
     return _LOADED[0]
 
 
-def _backend(module, cell: str, x: Tensor, batch: int, autocast: bool) -> tuple:
-    """(``module.backend`` resolved for this call by ``BackendMixin._choose``, the key of that
-    choice in dispatch's per-process dict, or None where it is not kept there: under
-    autocast). ``cell_route`` runs this in plain eager mode only, where no execution context
-    steers the choice; ``autocast``: whether autocast is on for x's device."""
-    backend = module._choose(x, cell, 1, batch, module.hidden_size, 0, False, "cell")
-    if autocast:
-        return backend, None
-    params = module._parameters
-    # the mode exactly as _choose derives it
-    grad = torch.is_grad_enabled() and (x.requires_grad or params["weight_ih"].requires_grad
-                                        or params["weight_hh"].requires_grad)
-    return backend, dispatch.module_choice_key(
-        module.backend, cell, x.device, x.dtype, 1, batch, module.hidden_size, 0, False,
-        "training" if grad else "inference", module.training, "cell")
-
-
 def _weights(params: dict, dtype: torch.dtype, module):
     """The numpy views (w_ih, w_hh, b_ih, b_hh) of the module's parameters (size-0 arrays for
     absent biases), cached in ``module.__dict__["_fastrnn_step_weights"]``
-    (``fastrnn.parameter_views``); None when a parameter cannot be viewed."""
+    (``fastrnn.parameter_views``); None when a parameter cannot be viewed or has not torch.nn's
+    shape for the module."""
     return parameter_views(module, "_fastrnn_step_weights",
                            (params["weight_ih"], params["weight_hh"], params["bias_ih"],
-                            params["bias_hh"]), dtype, _EMPTY1[dtype])
+                            params["bias_hh"]), dtype, _EMPTY1[dtype],
+                           lambda: step_weight_shapes(module._cell_name(), module.input_size,
+                                                      module.hidden_size))
 
 
 def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
@@ -152,7 +138,7 @@ def cell_route(module, input, hx) -> str:
     signature = _signature(module, input, hx)
     memo = module.__dict__.get("_fastrnn_routes")
     hit = memo.get(signature) if memo is not None and signature is not None else None
-    if hit is None or hit[1] not in dispatch._module_choices:
+    if hit is None or hit[1] != dispatch.choices_generation:
         hit = _route(module, input, hx)
         if signature is not None:
             if memo is None or len(memo) >= 256:
@@ -165,27 +151,35 @@ def cell_route(module, input, hx) -> str:
 
 
 def _route(module, input, hx) -> tuple:
-    """(``cell_route``'s answer before the weights' check, dispatch's key of the backend choice
-    it rests on, or None)."""
+    """(``cell_route``'s answer before the weights' check, the ``dispatch.choices_generation``
+    it holds in, or None under autocast: the backend choice it rests on is kept until the
+    next generation)."""
+    way = _route_way(module, input, hx)
+    if torch.is_autocast_enabled(input.device.type):
+        return way, None  # asked afresh every call, as dispatch does under autocast
+    return way, dispatch.choices_generation
+
+
+def _route_way(module, input, hx) -> str:
     dim = input.dim()
     if dim != 2 and dim != 1:
-        return "layer", None
+        return "layer"
     batch = input.size(0) if dim == 2 else 1
     if batch == 0:
-        return "layer", None
+        return "layer"
     cell = module._cell_name()
     autocast = torch.is_autocast_enabled(input.device.type)
-    backend, key = _backend(module, cell, input, batch, autocast)
+    backend = module._choose(input, cell, 1, batch, module.hidden_size, 0, False, "cell")
     if backend == "native":
-        return "native", key
+        return "native"
     params = module._parameters
     grad = torch.is_grad_enabled() and (
         _requires_grad(input, params) or (hx is not None and _any_state_requires_grad(hx)))
     if (backend != "numba" or not input.is_cpu or input.dtype not in _NATIVE
             or input.size(-1) != module.input_size or autocast
             or _valid_states(module.hidden_size, hx, cell == "lstm", dim == 2, input) is None):
-        return "layer", key
-    return ("step_function" if grad else "step"), key
+        return "layer"
+    return "step_function" if grad else "step"
 
 
 def _array(t: Tensor):
@@ -254,8 +248,17 @@ def _linear(a, w, b):
 def _inference(module, cell: str, x: Tensor, hx):
     """The no-graph call: inputs passed by address (``forward_at``), outputs numpy-allocated.
     (Every tensor query here costs ~0.1 us of a ~10 us call: each is asked once.)"""
-    unbatched = x.dim() == 1
-    batch = 1 if unbatched else x.shape[0]
+    h_out, c_out = inference_arrays(module, cell, x, hx)
+    if x.dim() == 1:
+        h_out, c_out = h_out[0], c_out[0]
+    return (torch.from_numpy(h_out), torch.from_numpy(c_out)) if cell == "lstm" else (
+        torch.from_numpy(h_out))
+
+
+def inference_arrays(module, cell: str, x: Tensor, hx) -> tuple:
+    """``_inference``'s (h', c') as (B, H) numpy arrays (c' is h' except for LSTM), for a
+    call ``cell_route`` sent to 'step' (``fastrnn.layer_step`` shapes them itself)."""
+    batch = 1 if x.dim() == 1 else x.shape[0]
     if not x.is_contiguous():
         x = x.contiguous()
     h_at = c_at = 0
@@ -268,25 +271,22 @@ def _inference(module, cell: str, x: Tensor, hx):
         h_at, c_at = h0.data_ptr(), c0.data_ptr()
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     if _routed_products(batch, w_ih.shape[1], w_hh.shape):
-        return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched)
+        return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch)
     dtype = _NP[x.dtype]
     hidden = w_hh.shape[1]
     if cell == "lstm":
-        out = np.empty((2, batch, hidden), dtype=dtype)
-        h_out, c_out = out
+        h_out, c_out = np.empty((2, batch, hidden), dtype=dtype)
         _kernels().forward_at(2, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out)
-        if unbatched:
-            return torch.from_numpy(h_out[0]), torch.from_numpy(c_out[0])
-        return torch.from_numpy(h_out), torch.from_numpy(c_out)
+        return h_out, c_out
     h_out = np.empty((batch, hidden), dtype=dtype)
     _kernels().forward_at(_CODES[cell], x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
                           h_out, h_out)
-    return torch.from_numpy(h_out[0] if unbatched else h_out)
+    return h_out, h_out
 
 
-def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched):
+def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch):
     """A large no-graph step: the two products on ``fastrnn.gemm`` (biases included), the
-    gate math alone in numba."""
+    gate math alone in numba; (h', c') as (B, H) arrays."""
     dtype = x.dtype
     hidden = w_hh.shape[1]
     is_lstm = cell == "lstm"
@@ -295,8 +295,7 @@ def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch, unbatched):
     h_out, c_out = out[0], out[-1]
     _kernels().gates_forward(_CODES[cell], _linear(_array(x), w_ih, b_ih), _linear(ha, w_hh, b_hh),
                              ha, ca, h_out, c_out, _EMPTY[dtype])
-    h = torch.from_numpy(h_out[0] if unbatched else h_out)
-    return (h, torch.from_numpy(c_out[0] if unbatched else c_out)) if is_lstm else h
+    return h_out, c_out
 
 
 def run(module, way: str, input: Tensor, hx):

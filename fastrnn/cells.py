@@ -58,3 +58,27 @@ def cell_spec(name: str) -> CellSpec:
 def module_cell_name(mode: str) -> str:
     """Map torch.nn's ``mode`` ('RNN_TANH', 'RNN_RELU', 'LSTM', 'GRU') to the op-level cell name."""
     return {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "LSTM": "lstm", "GRU": "gru"}[mode]
+
+
+def step_weight_shapes(cell: str, input_size: int, hidden_size: int) -> tuple:
+    """torch.nn's shapes of a cell's (weight_ih, weight_hh, bias_ih, bias_hh): (G*H, I),
+    (G*H, H), (G*H,), (G*H,)."""
+    rows = cell_spec(cell).num_gates * hidden_size
+    return (rows, input_size), (rows, hidden_size), (rows,), (rows,)
+
+
+def layer_weight_shapes(cell: str, names, input_size: int, hidden_size: int, proj_size: int,
+                        bidirectional: bool) -> list:
+    """torch.nn's shape of each of an RNN/LSTM/GRU's flat weights ``names``
+    (``weight_ih_l{k}[_reverse]``, ``weight_hh_l..``, ``bias_ih_l..``, ``bias_hh_l..``,
+    ``weight_hr_l..``)."""
+    rows = cell_spec(cell).num_gates * hidden_size
+    width = proj_size or hidden_size
+    shapes = []
+    for name in names:
+        kind, layer = name.rsplit("_l", 1)
+        below = input_size if layer.split("_")[0] == "0" else width * (2 if bidirectional else 1)
+        shapes.append({"weight_ih": (rows, below), "weight_hh": (rows, width),
+                       "bias_ih": (rows,), "bias_hh": (rows,),
+                       "weight_hr": (proj_size, hidden_size)}[kind])
+    return shapes

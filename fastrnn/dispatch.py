@@ -191,6 +191,9 @@ def prepare_for_dynamo() -> None:
 
 
 _module_choices: dict = {}  # call key -> backend name: a process's choices never change
+# how many times _module_choices was emptied: a memo of a choice (cell_step, sequence_inference)
+# made in the same generation still holds (entries are never removed one by one)
+choices_generation = 0
 
 
 def module_choice_key(module_choice, cell, device, dtype, seq_len, batch, hidden, proj,
@@ -223,14 +226,20 @@ def choose_module_backend(module_choice: str, cell: str, device: torch.device,
                           module_training)
         backend = _choose_module(requested_backend(module_choice), problem, kind)
         if len(_module_choices) >= 65536:  # many distinct lengths: start over, stay bounded
-            _module_choices.clear()
+            _forget_module_choices()
         _module_choices[key] = backend
     return backend
 
 
+def _forget_module_choices() -> None:
+    global choices_generation
+    _module_choices.clear()
+    choices_generation += 1
+
+
 def clear_caches() -> None:
     """Forget every choice made so far (tests that change tables or the environment)."""
-    _module_choices.clear()
+    _forget_module_choices()
     _choose.cache_clear()
     auto.clear_caches()
 

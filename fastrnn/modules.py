@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from fastrnn.autocast import autocast_compute_dtype
-from fastrnn.cells import module_cell_name
+from fastrnn.cells import layer_weight_shapes, module_cell_name
 from fastrnn.contexts import context_backend, is_symbolic
 from fastrnn.dispatch import (_module_choices, check_backend_name, choose_module_backend,
                               env_backend_token, module_choice_key, requested_backend)
@@ -130,6 +130,31 @@ class RecurrentMixin(BackendMixin):
     def _weights_for_dispatch(self):
         return self._flat_weights
 
+    def _expected_weight_shapes(self) -> list:
+        """torch.nn's shape of each of ``_flat_weights`` for this module's configuration
+        (kept per configuration in the module's __dict__)."""
+        config = (self.mode, self.input_size, self.hidden_size, self.proj_size,
+                  self.num_layers, self.bidirectional, self.bias)
+        cached = self.__dict__.get("_fastrnn_weight_shapes")
+        if cached is None or cached[0] != config:
+            cached = self.__dict__["_fastrnn_weight_shapes"] = (config, layer_weight_shapes(
+                module_cell_name(self.mode), self._flat_weights_names, self.input_size,
+                self.hidden_size, self.proj_size, self.bidirectional))
+        return cached[1]
+
+    def _check_weight_shapes(self) -> None:
+        """Raise a RuntimeError naming a parameter replaced by one of another shape than the
+        module's configuration needs. Our own message: torch.nn's CPU kernels accept some such
+        weights (an LSTM's weight_hh_l0 of (4H, 3) for H=8 ran without an error, reading
+        memory it does not own), so there is no torch.nn error to re-raise."""
+        for name, w, shape in zip(self._flat_weights_names, self._flat_weights,
+                                  self._expected_weight_shapes()):
+            if w.shape != shape:
+                raise RuntimeError(
+                    f"{type(self).__name__}: {name} has shape {tuple(w.shape)}, expected "
+                    f"{tuple(shape)} for input_size={self.input_size}, hidden_size="
+                    f"{self.hidden_size}, proj_size={self.proj_size}")
+
     def _probe_ctor(self):
         kwargs = {}
         if self.mode == "RNN_RELU":
@@ -242,6 +267,7 @@ class RecurrentMixin(BackendMixin):
         if not torch.compiler.is_compiling():
             check_tensors_agree(x, states, self._flat_weights,
                                 self._torch_class.forward, self, input, given_hx)
+            self._check_weight_shapes()
         weights = self._flat_weights
         compute = autocast_compute_dtype(self, self._torch_class, *self._probe_ctor(), x.dtype,
                                          info["packed"], x.device.type)

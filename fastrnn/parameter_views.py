@@ -14,10 +14,13 @@ from torch import Tensor
 _PLAIN = (Tensor, torch.nn.Parameter)
 
 
-def parameter_views(module, slot: str, params, dtype: torch.dtype, absent):
+def parameter_views(module, slot: str, params, dtype: torch.dtype, absent, shapes):
     """The views of ``params`` (a sequence of tensors or None), ``absent`` for each None,
     cached in ``module.__dict__[slot]`` as (key, views); None when a parameter cannot be viewed
-    (not a plain contiguous CPU tensor of ``dtype``: the caller's general path then runs)."""
+    (not a plain contiguous CPU tensor of ``dtype``) or has another shape than ``shapes()``
+    says (one per parameter; asked when the views are rebuilt: a parameter replaced by one of
+    another shape would have the kernels read past its end): the caller's general path then
+    runs, and raises torch.nn's error."""
     key = [dtype]
     for p in params:
         key += (None, None) if p is None else (p.data_ptr(), p._version)
@@ -25,11 +28,11 @@ def parameter_views(module, slot: str, params, dtype: torch.dtype, absent):
     if cached is not None and cached[0] == key:
         return cached[1]
     views = []
-    for p in params:
+    for p, shape in zip(params, shapes(), strict=True):
         if p is None:
             views.append(absent)
         elif (type(p) not in _PLAIN or p.dtype != dtype or not p.is_cpu
-              or not p.is_contiguous()):
+              or not p.is_contiguous() or tuple(p.shape) != tuple(shape)):
             return None
         else:
             views.append(p.detach().numpy())

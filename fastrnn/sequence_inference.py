@@ -29,6 +29,7 @@ from fastrnn.eager import only_eager_sees
 from fastrnn.parameter_views import parameter_views
 
 _DTYPES = (torch.float32, torch.float64)
+_NP = {torch.float32: np.float32, torch.float64: np.float64}
 _LOADED = []
 
 
@@ -51,38 +52,35 @@ def _states_signature(hx):
     return False  # some other structure: the general path deals with it
 
 
-def _plan(module, input: Tensor, hx) -> tuple:
-    """('fast' | 'native' | 'general', dispatch's key of the backend choice it rests on, or
-    None) for a call of this signature (grad mode off, plain eager mode: ``route``)."""
+def _plan(module, input: Tensor, hx) -> str:
+    """'fast' | 'native' | 'general' for a call of this signature (grad mode off, plain eager
+    mode: ``route``)."""
     dim = input.dim()
     if dim not in (2, 3) or module.proj_size or input.dtype not in _DTYPES or not input.is_cpu:
-        return "general", None
+        return "general"
     if torch.is_autocast_enabled("cpu"):
-        return "general", None
+        return "general"
     batched = dim == 3
     seq_len = input.size(1 if module.batch_first else 0) if batched else input.size(0)
     batch = input.size(0 if module.batch_first else 1) if batched else 1
     if seq_len == 0 or batch == 0 or input.size(-1) != module.input_size:
-        return "general", None
+        return "general"
     backend = module._call_backend(input)
-    key = dispatch.module_choice_key(
-        module.backend, module_cell_name(module.mode), input.device, input.dtype, seq_len,
-        batch, module.hidden_size, 0, False, "inference", module.training, "sequence")
     if backend == "native":
-        return "native", key
+        return "native"
     dropout = module.training and module.dropout > 0 and module.num_layers > 1
     if backend != "numba" or dropout:
-        return "general", key
+        return "general"
     if hx is not None:
         layers = module.num_layers * (2 if module.bidirectional else 1)
         want = (layers, batch, module.hidden_size) if batched else (layers, module.hidden_size)
         states = hx if module.mode == "LSTM" else (hx,)
         if module.mode == "LSTM" and type(hx) is not tuple:
-            return "general", key
+            return "general"
         for s in states:
             if tuple(s.shape) != want or s.dtype != input.dtype or not s.is_cpu:
-                return "general", key
-    return "fast", key
+                return "general"
+    return "fast"
 
 
 def route(module, input: Tensor, hx) -> str:
@@ -98,8 +96,8 @@ def route(module, input: Tensor, hx) -> str:
                  dispatch.env_backend_token(), states)
     memo = module.__dict__.get("_fastrnn_inference_routes")
     hit = memo.get(signature) if memo is not None else None
-    if hit is None or (hit[1] is not None and hit[1] not in dispatch._module_choices):
-        hit = _plan(module, input, hx)
+    if hit is None or hit[1] != dispatch.choices_generation:
+        hit = _plan(module, input, hx), dispatch.choices_generation
         if memo is None or len(memo) >= 256:
             memo = module.__dict__["_fastrnn_inference_routes"] = {}
         memo[signature] = hit
@@ -112,7 +110,8 @@ def _weights(module, dtype: torch.dtype):
     the views are rebuilt: ~2 us a call); None when a parameter cannot be viewed (the general
     path then runs)."""
     params = [module._parameters.get(name) for name in module._flat_weights_names]
-    views = parameter_views(module, "_fastrnn_inference_weights", params, dtype, None)
+    views = parameter_views(module, "_fastrnn_inference_weights", params, dtype, None,
+                            module._expected_weight_shapes)
     if views is None or any(v is None for v in views):
         return None
     grouped = module.__dict__.get("_fastrnn_inference_groups")
@@ -123,6 +122,13 @@ def _weights(module, dtype: torch.dtype):
                    for v in (views[i:i + per] for i in range(0, len(views), per)))
     module.__dict__["_fastrnn_inference_groups"] = (views, groups)
     return groups
+
+
+def _array(t: Tensor):
+    """A contiguous numpy view of a tensor (copied only when not contiguous)."""
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return (t.detach() if t.requires_grad else t).numpy()
 
 
 def _folded_bias(cell: str, b_ih, b_hh):
@@ -167,40 +173,43 @@ def run(module, input: Tensor, hx):
     hidden = module.hidden_size
     directions = 2 if module.bidirectional else 1
     layers = module.num_layers * directions
-    h_n = torch.empty((layers, batch, hidden), dtype=dtype)
-    c_n = torch.empty((layers, batch, hidden) if is_lstm else (layers, batch, 0), dtype=dtype)
-    hn, cn = h_n.numpy(), c_n.numpy()
+    # outputs allocated in numpy and handed to torch once (torch.empty and .numpy() cost
+    # ~1 us each, 6 of them a B=1 call)
+    np_dtype = _NP[dtype]
+    hn = np.empty((layers, batch, hidden), dtype=np_dtype)
+    cn = np.empty((layers, batch, hidden) if is_lstm else (layers, batch, 0), dtype=np_dtype)
     if hx is None:
-        h0 = c0 = np.zeros((layers, batch, hidden), dtype=hn.dtype)
+        h0 = c0 = np.zeros((layers, batch, hidden), dtype=np_dtype)
     else:
         h_state, c_state = hx if is_lstm else (hx, None)
-        h0 = h_state.detach().contiguous().numpy().reshape(layers, batch, hidden)
-        c0 = (c_state.detach().contiguous().numpy().reshape(layers, batch, hidden) if is_lstm
-              else None)
-    no_ws = np.empty((seq_len, batch, 0), dtype=hn.dtype)
+        h0 = _array(h_state).reshape(layers, batch, hidden)
+        c0 = _array(c_state).reshape(layers, batch, hidden) if is_lstm else None
+    no_ws = np.empty((seq_len, batch, 0), dtype=np_dtype)
     gates = spec.num_gates * hidden
     layer_input = x
     for layer in range(module.num_layers):
-        outputs = []
         fuse = backend.fuses_input_gemm(seq_len, batch, layer_input.shape[2], gates)
-        x_np = layer_input.detach().contiguous().numpy() if fuse else None
+        x_np = _array(layer_input) if fuse else None
+        outputs = []
         for direction in range(directions):
             index = layer * directions + direction
             w_ih, w_hh, b_ih, b_hh = groups[index]
             bias, b_hn = _folded_bias(cell, b_ih, b_hh)
-            y = torch.empty((seq_len, batch, hidden), dtype=dtype)
             if fuse:
                 xg = None
             else:
                 xg = gemm.linear(layer_input, torch.from_numpy(w_ih),
                                  None if bias is None else torch.from_numpy(bias))
                 xg = xg.contiguous().numpy()
+            y = np.empty((seq_len, batch, hidden), dtype=np_dtype)
             backend.forward_arrays(cell, xg, x_np, w_ih, bias, w_hh, b_hn, h0[index],
                                    c0[index] if is_lstm else None, None, None, direction == 1,
-                                   y.numpy(), hn[index], cn[index], no_ws)
+                                   y, hn[index], cn[index], no_ws)
             outputs.append(y)
-        layer_input = outputs[0] if directions == 1 else torch.cat(outputs, dim=2)
+        layer_input = torch.from_numpy(
+            outputs[0] if directions == 1 else np.concatenate(outputs, axis=2))
     out = layer_input
+    h_n, c_n = torch.from_numpy(hn), torch.from_numpy(cn)
     if module.batch_first and batched:
         out = out.transpose(0, 1)
     if not batched:

@@ -230,6 +230,61 @@ def test_matmul_on_openmp_threads(transposed, m, k, n):
 
 
 
+def _kind_of(value) -> str:
+    import numpy as np
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    return ("i" if value.dtype == np.int64 else "f") + str(value.ndim)
+
+
+def test_callers_pass_the_loops_arguments_in_their_declared_order(monkeypatch):
+    """forward_arrays and backward pass their arguments positionally: each one lands where
+    loops.ARGS names it (by identity where the caller's own array is passed, else by kind)."""
+    numba = _numba()
+    import numpy as np
+
+    from fastrnn.backends.numba import loops
+    seen = {}
+    real = numba._run
+
+    def spy(kind, args, batch):
+        seen[kind] = args
+        real(kind, args, batch)
+    monkeypatch.setattr(numba, "_run", spy)
+    seq_len, batch, inputs, hidden = 3, 2, 5, 4
+    rng = np.random.default_rng(0)
+
+    def arr(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+    given = dict(x_in=arr(seq_len, batch, inputs), w_ih=arr(4 * hidden, inputs),
+                 bias=arr(4 * hidden), w_hh=arr(4 * hidden, hidden), h0=arr(batch, hidden),
+                 c0=arr(batch, hidden), y=np.empty((seq_len, batch, hidden), np.float32),
+                 h_n=np.empty((batch, hidden), np.float32),
+                 c_n=np.empty((batch, hidden), np.float32),
+                 ws=np.empty((seq_len, batch, 5 * hidden), np.float32))
+    numba.forward_arrays("lstm", None, given["x_in"], given["w_ih"], given["bias"],
+                         given["w_hh"], None, given["h0"], given["c0"], None, None, True,
+                         given["y"], given["h_n"], given["c_n"], given["ws"])
+    named = dict(zip((name for name, _ in loops.FORWARD_ARGS), seen["forward"]))
+    assert len(seen["forward"]) == len(loops.FORWARD_ARGS)
+    for name, value in given.items():
+        assert named[name] is value, name
+    assert named["cell"] == loops.LSTM and named["fuse_input_gemm"] is True
+    assert named["reverse"] is True and named["need_ws"] is True and named["has_proj"] is False
+    assert [_kind_of(v) for v in seen["forward"]] == [k for _, k in loops.FORWARD_ARGS]
+    t = torch.from_numpy
+    numba.backward("lstm", t(arr(seq_len, batch, hidden)), t(arr(batch, hidden)),
+                   t(arr(batch, hidden)), t(given["w_hh"]), None, t(given["h0"]),
+                   t(given["c0"]), None, None, False, t(given["y"]), t(given["ws"]))
+    assert len(seen["backward"]) == len(loops.BACKWARD_ARGS)
+    assert [_kind_of(v) for v in seen["backward"]] == [k for _, k in loops.BACKWARD_ARGS]
+    named = dict(zip((name for name, _ in loops.BACKWARD_ARGS), seen["backward"]))
+    assert named["w_hh"].shape == (4 * hidden, hidden) and named["ws"].shape[2] == 5 * hidden
+    assert named["d_xg"].shape == (seq_len, batch, 4 * hidden)
+
+
 @pytest.mark.parametrize("kind", ["forward", "backward"])
 def test_loop_argument_lists_match_the_loops(kind):
     """loops.ARGS is the one statement of each loop's argument order: it must equal the loop's

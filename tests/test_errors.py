@@ -127,3 +127,37 @@ def test_unknown_cell_nonlinearity():
     fast.nonlinearity = ref.nonlinearity = "gelu"
     x = torch.randn(2, 4)
     assert outcome(lambda: fast(x)) == outcome(lambda: ref(x))
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+@pytest.mark.parametrize("grad", [False, True])
+def test_cell_parameter_of_another_shape_raises_torch_nn_error(name, grad):
+    """A weight replaced by one of another shape: torch.nn's own error, never the fused step
+    reading past the parameter's end."""
+    def make(module):
+        module.weight_hh = nn.Parameter(torch.randn(module.weight_hh.shape[0], 3))
+        return module
+    torch.manual_seed(0)
+    x = torch.randn(2, 4)
+    with torch.set_grad_enabled(grad):
+        expected = outcome(lambda: make(getattr(nn, name)(4, 8))(x))
+        assert expected is not None
+        for backend in ("numba", "auto"):
+            assert outcome(lambda: make(getattr(fastrnn, name)(4, 8, backend=backend))(x)) == (
+                expected)
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("seq_len", [1, 5])
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_layer_parameter_of_another_shape_is_a_clear_error(name, seq_len, grad, layers):
+    """torch.nn's CPU kernels run some such weights without an error (reading memory they do
+    not own); fastrnn's kernels never get them: a RuntimeError names the parameter (T=1 on
+    one layer takes the fused step's path, the rest the sequence paths)."""
+    module = getattr(fastrnn, name)(4, 8, num_layers=layers, backend="numba")
+    last = f"weight_hh_l{layers - 1}"
+    setattr(module, last, nn.Parameter(torch.randn(getattr(module, last).shape[0], 2)))
+    with torch.set_grad_enabled(grad), pytest.raises(RuntimeError, match=(
+            last + r" has shape \(\d+, 2\), expected \(\d+, 8\) for input_size=4")):
+        module(torch.randn(seq_len, 2, 4))

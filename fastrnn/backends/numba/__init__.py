@@ -29,6 +29,7 @@ def _check_cache() -> None:
 
 
 _check_cache()
+from fastrnn.backends.numba import loops, omp, threads  # noqa: E402 (after the cache check)
 
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
@@ -48,24 +49,17 @@ def unsupported_reasons(problem: Problem) -> list[str]:
     return reasons
 
 
-def _run(kind, named, batch):
-    """Run loop ``kind`` ('forward' | 'backward') with its arguments ``named`` (a dict keyed
-    by ``loops.ARGS[kind]``'s names) over all rows, split across threads: on torch's OpenMP
+def _run(kind, args, batch):
+    """Run loop ``kind`` ('forward' | 'backward') with ``args`` (its arguments without lo, hi,
+    in ``loops.ARGS[kind]`` order) over all rows, split across threads: on torch's OpenMP
     team where possible (see omp.py), else on a pool of our own (threads.py)."""
-    from fastrnn.backends.numba import loops, omp, threads
-    fields = loops.ARGS[kind]
-    if len(named) != len(fields):
-        raise TypeError(f"{kind} loop: got arguments {sorted(named)}, expected "
-                        f"{[name for name, _ in fields]}")
-    args = tuple(named[name] for name, _ in fields)
-    kernel = loops.LOOPS[kind]
     ranges = threads.row_ranges(batch, torch.get_num_threads())
     if len(ranges) == 1:
-        kernel(*args, 0, batch)
+        loops.LOOPS[kind](*args, 0, batch)
     elif omp.available():
         omp.run(kind, args, batch, len(ranges))
     else:
-        threads.run_on_rows(kernel, args, ranges)
+        threads.run_on_rows(loops.LOOPS[kind], args, ranges)
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -187,18 +181,18 @@ def forward_arrays(cell, xg, x_in, w_ih, bias, w_hh, b_hn, h0, c0, w_hr_t, lengt
     hidden = gates // cell_spec(cell).num_gates
     dtype = torch.float32 if y.dtype == np.float32 else torch.float64
     fuse = xg is None
-    _run("forward", dict(
-        cell=CELLS[cell].code, xg=_placeholder((0, 0, 0), dtype) if fuse else xg,
-        x_in=x_in if fuse else _placeholder((0, 0, 0), dtype),
-        w_ih=w_ih if fuse else _placeholder((gates, 0), dtype),
-        bias=bias if fuse and bias is not None else _placeholder(0, dtype),
-        fuse_input_gemm=fuse, w_hh=w_hh,
-        b_hn=b_hn if b_hn is not None else _placeholder(hidden, dtype), h0=h0,
-        c0=c0 if c0 is not None else _placeholder((batch, 0), dtype),
-        w_hr_t=w_hr_t if w_hr_t is not None else _placeholder((hidden, 1), dtype),
-        has_proj=w_hr_t is not None,
-        lengths=lengths if lengths is not None else _full_lengths(batch, seq_len),
-        reverse=bool(reverse), need_ws=ws.shape[2] > 0, y=y, h_n=h_n, c_n=c_n, ws=ws), batch)
+    # positionally, in loops.FORWARD_ARGS order (a dict by name cost ~2 us of a B=1 call;
+    # test_backend_numba checks this order against FORWARD_ARGS)
+    _run("forward", (
+        CELLS[cell].code, _placeholder((0, 0, 0), dtype) if fuse else xg,
+        x_in if fuse else _placeholder((0, 0, 0), dtype),
+        w_ih if fuse else _placeholder((gates, 0), dtype),
+        bias if fuse and bias is not None else _placeholder(0, dtype),
+        fuse, w_hh, b_hn if b_hn is not None else _placeholder(hidden, dtype), h0,
+        c0 if c0 is not None else _placeholder((batch, 0), dtype),
+        w_hr_t if w_hr_t is not None else _placeholder((hidden, 1), dtype),
+        w_hr_t is not None, lengths if lengths is not None else _full_lengths(batch, seq_len),
+        bool(reverse), ws.shape[2] > 0, y, h_n, c_n, ws), batch)
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,
@@ -220,16 +214,14 @@ def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, 
         no_c = _placeholder((batch, 0), dtype)
         ws = (_np(workspace, dtype) if workspace.numel()
               else _placeholder((seq_len, batch, 0), dtype))
-        _run("backward", dict(
-            cell=CELLS[cell].code, grad_y=_np(grad_y, dtype), grad_hn=_np(grad_hn, dtype),
-            grad_cn=_np(grad_cn, dtype) if spec.has_cell_state else no_c,
-            w_hh=_np(w_hh, dtype), h0=_np(h0, dtype),
-            c0=_np(c0, dtype) if c0 is not None else no_c,
-            w_hr=_np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
-            has_proj=w_hr is not None, lengths=_lengths(lengths, seq_len, batch),
-            reverse=bool(reverse), y=_np(y, dtype), ws=ws, d_xg=d_xg.numpy(),
-            d_hn_gru=d_hn_gru.numpy(), d_h_proj=d_h_proj.numpy(), d_h0=d_h0.numpy(),
-            d_c0=d_c0.numpy()), batch)
+        _run("backward", (  # in loops.BACKWARD_ARGS order
+            CELLS[cell].code, _np(grad_y, dtype), _np(grad_hn, dtype),
+            _np(grad_cn, dtype) if spec.has_cell_state else no_c, _np(w_hh, dtype),
+            _np(h0, dtype), _np(c0, dtype) if c0 is not None else no_c,
+            _np(w_hr, dtype) if w_hr is not None else _placeholder((1, hidden), dtype),
+            w_hr is not None, _lengths(lengths, seq_len, batch), bool(reverse),
+            _np(y, dtype), ws, d_xg.numpy(), d_hn_gru.numpy(), d_h_proj.numpy(), d_h0.numpy(),
+            d_c0.numpy()), batch)
         out = grad_y.dtype
         empty = grad_y.new_empty
         return (d_xg.to(out), d_hn_gru.to(out) if cell == "gru" else empty(0),
