@@ -41,10 +41,18 @@ class Bounds(NamedTuple):
     # a cell step's products (B, K) x (K, G*H): below, inside its fused single-thread kernel
     # (weights read in place); from here on fastrnn.gemm (fastrnn.cell_step)
     cell_inline_until: int
+    # bytes of W_hh (G*H*H*itemsize) from which the inference forward of a batch too thin to
+    # split by rows splits its hidden units across threads, a barrier per step
+    # (numba.unit_split); below, one thread runs it
+    split_units_from: int
     source: str  # where the figures come from
 
 
 BOUNDS: dict[str, Bounds] = {
+    # Thin batches' units split across threads (unit_split.py, B=1 and 4, T=100): 0.6-0.9x
+    # one thread's time from ~192 KB of W_hh (LSTM/GRU H=128, RNN H=256) up, in both classes;
+    # below, the barrier per step costs more than it shares (H=32: 1.2-1.9x slower, H=64
+    # 0.9-1.2x): split-units-bound-2026-12-01-*.txt
     # A cell step's products: in line they lost to fastrnn.gemm from ~1-3M multiply-adds each
     # (B >= 16 sooner), in both classes alike (cell-inline-bound-2026-12-01-*.txt)
     # numba wins the weight gradients a^T b on torch's team from 4M to ~128M multiply-adds
@@ -53,10 +61,11 @@ BOUNDS: dict[str, Bounds] = {
     "avx512": Bounds(
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000, cell_inline_until=2_000_000,
+        onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=196_608,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx512.md, "
-               "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt"),
+               "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt, "
+               "benchmarks/results/split-units-bound-2026-12-01-avx512.txt"),
     # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
     # the team, and beat oneDNN on a^T b everywhere and on a @ b below ~1G multiply-adds; for
     # x @ w^T + b oneDNN wins from ~16M. Measured in the AVX2 class on the AVX-512 box
@@ -64,16 +73,17 @@ BOUNDS: dict[str, Bounds] = {
     "avx2": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
-        cell_inline_until=2_000_000,
+        cell_inline_until=2_000_000, split_units_from=196_608,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md, "
-               "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt"),
+               "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt, "
+               "benchmarks/results/split-units-bound-2026-12-01-avx2.txt"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
     # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
     "generic": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
-        onednn_tn_from=128_000_000, cell_inline_until=2_000_000,
+        onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=NEVER,
         source="not measured (no tiles; oneDNN and cell bounds copied from the AVX-512 row)"),
 }
 

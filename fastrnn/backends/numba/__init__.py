@@ -29,7 +29,7 @@ def _check_cache() -> None:
 
 
 _check_cache()
-from fastrnn.backends.numba import loops, omp, threads  # noqa: E402 (after the cache check)
+from fastrnn.backends.numba import loops, omp, threads, unit_split  # noqa: E402 (after the check)
 
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
@@ -181,6 +181,20 @@ def forward_arrays(cell, xg, x_in, w_ih, bias, w_hh, b_hn, h0, c0, w_hr_t, lengt
     hidden = gates // cell_spec(cell).num_gates
     dtype = torch.float32 if y.dtype == np.float32 else torch.float64
     fuse = xg is None
+    threads_now = torch.get_num_threads()
+    if (ws.shape[2] == 0 and w_hr_t is None
+            and unit_split.applies(batch, hidden, gates // hidden, y.itemsize, threads_now)):
+        # a thin batch's inference: its units split across the team (unit_split.py)
+        unit_split.run(
+            CELLS[cell].code, _placeholder((0, 0, 0), dtype) if fuse else xg,
+            x_in if fuse else _placeholder((0, 0, 0), dtype),
+            w_ih if fuse else _placeholder((gates, 0), dtype),
+            bias if fuse and bias is not None else _placeholder(0, dtype), fuse, w_hh,
+            b_hn if b_hn is not None else _placeholder(hidden, dtype), h0,
+            c0 if c0 is not None else _placeholder((batch, 0), dtype),
+            lengths if lengths is not None else _full_lengths(batch, seq_len), bool(reverse),
+            y, h_n, c_n, threads_now)
+        return
     # positionally, in loops.FORWARD_ARGS order (a dict by name cost ~2 us of a B=1 call;
     # test_backend_numba checks this order against FORWARD_ARGS)
     _run("forward", (

@@ -32,6 +32,12 @@ _THREAD_NUM = "fastrnn_omp_get_thread_num"
 _NUM_THREADS = "fastrnn_omp_get_num_threads"
 _omp_get_thread_num = types.ExternalFunction(_THREAD_NUM, types.int32())
 _omp_get_num_threads = types.ExternalFunction(_NUM_THREADS, types.int32())
+_YIELD = "fastrnn_sched_yield"
+# in njit code run by a job (unit_split.py): this thread's number, the team's size, and
+# libc's sched_yield (a thread spinning on a barrier longer than a moment gives its core up)
+thread_num = _omp_get_thread_num
+num_threads = _omp_get_num_threads
+sched_yield = types.ExternalFunction(_YIELD, types.int32())
 _lock = threading.Lock()
 _runtime: dict | None = None
 
@@ -53,9 +59,13 @@ def _find_torch_libgomp():
     parallel = lib.GOMP_parallel
     parallel.restype = None
     parallel.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "sched_yield"):
+        return None
     address = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
     return parallel, {_THREAD_NUM: address(lib.omp_get_thread_num),
-                      _NUM_THREADS: address(lib.omp_get_num_threads)}
+                      _NUM_THREADS: address(lib.omp_get_num_threads),
+                      _YIELD: address(libc.sched_yield)}
 
 
 def _init() -> dict:
@@ -100,8 +110,9 @@ def _int64_pointer(typingctx, address):
 
 
 # Job layout: [threads, batch, scalars..., size, then per array: address, ndim sizes]. Built
-# by ``_pack`` on the Python side and read back in the same order by the unpackers below.
+# by ``pack`` on the Python side and read back in the same order by the unpackers below.
 _HEADER = 8
+HEADER = _HEADER
 _SCALARS = ("int", "bool")
 
 
@@ -282,6 +293,13 @@ _SOURCES = {("forward", np.float32): _forward_f32, ("forward", np.float64): _for
 _compiled: dict = {}
 
 
+def register_job(kind: str, sources: dict) -> None:
+    """Make ``launch(kind, ...)`` run one of ``sources`` ({np.float32: f, np.float64: f}, each
+    f(data) a Python function for ``cfunc``) on every thread (unit_split.py's job)."""
+    for dtype, source in sources.items():
+        _SOURCES[(kind, dtype)] = source
+
+
 def _job_function(kind: str, dtype) -> int:
     """Address of the cfunc running ``kind`` loops on ``dtype`` arrays (compiled on first use)."""
     key = (kind, np.dtype(dtype).type)
@@ -291,7 +309,8 @@ def _job_function(kind: str, dtype) -> int:
     return _compiled[key].address
 
 
-def _pack(threads: int, batch: int, flags: tuple, arrays: tuple) -> np.ndarray:
+def pack(threads: int, batch: int, flags: tuple, arrays: tuple) -> np.ndarray:
+    """A job: [threads, batch, flags..., size, then each array's address and shape]."""
     if len(flags) > _HEADER - 3:
         raise ValueError(f"fastrnn numba backend: at most {_HEADER - 3} scalars fit the job "
                          f"header, got {len(flags)}")
@@ -315,19 +334,22 @@ def run(kind: str, args: tuple, batch: int, threads: int) -> None:
     fields = ARGS[kind]
     flags = tuple(int(v) for (_, k), v in zip(fields, args) if k in _SCALARS)
     arrays = tuple(v for (_, k), v in zip(fields, args) if k not in _SCALARS)
-    _launch(kind, arrays[0].dtype, _pack(threads, batch, flags, arrays), threads)
+    launch(kind, arrays[0].dtype, pack(threads, batch, flags, arrays), threads)
 
 
 def run_matmul(a, transposed: bool, b, out, threads: int) -> None:
     """out (M,N) = a (M,K) @ b (K,N), or a^T @ b with a (K,M) when ``transposed``: the rows of
     out split over ``threads`` threads of torch's OpenMP team. a, b, out: C-contiguous."""
-    job = _pack(threads, out.shape[0], (int(transposed),), (a, b, out))
-    _launch("matmul", out.dtype, job, threads)
+    job = pack(threads, out.shape[0], (int(transposed),), (a, b, out))
+    launch("matmul", out.dtype, job, threads)
 
 
-def _launch(kind: str, dtype, job: np.ndarray, threads: int) -> None:
+def launch(kind: str, dtype, job: np.ndarray, threads: int) -> None:
+    """Run the cfunc of ``kind`` (a loop, matmul, or a ``register_job`` kind) on ``threads``
+    threads of torch's team with ``job``; returns when every thread has finished."""
     # GOMP_parallel blocks until every thread has finished; ctypes releases the GIL meanwhile.
     _init()["parallel"](_job_function(kind, dtype), job.ctypes.data, threads, 0)
+
 
 
 def render_unpackers() -> str:
