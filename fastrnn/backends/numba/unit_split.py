@@ -31,9 +31,12 @@ import numpy as np
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
+from fastrnn import product_routing
+
 from . import omp
 from .loops import GRU, LSTM, RNN_RELU, RNN_TANH, _add_into, _copy, _gru_row, _lstm_row, _rnn_row
 from .matmul import matmul_packed_into, pack_b
+from .threads import row_ranges
 from .vector_tile import ROWS
 
 _FAST = dict(cache=True, nogil=True, error_model="numpy",
@@ -244,15 +247,17 @@ def _cores() -> int:
 def applies(batch: int, hidden: int, gates: int, itemsize: int, threads: int) -> bool:
     """Whether a forward without workspace or projection splits units (on ``threads``): where
     rows cannot be split (fewer than two threads' worth), several threads are there (and no
-    more than the cores), torch runs on libgomp, and the recurrent weights are at least this class's
-    ``product_routing.Bounds.split_units_from`` bytes (below, a barrier per step costs more
-    than the reads it shares)."""
-    from fastrnn import product_routing
-    from .threads import row_ranges
+    more than the cores), torch runs on libgomp, and the recurrent weights are at least this
+    class's ``product_routing.Bounds.split_units_from`` bytes (below, a barrier per step costs
+    more than the reads it shares)."""
+    return _applies(batch, hidden, gates, itemsize, threads,
+                    product_routing.bounds().split_units_from)
+
+
+@functools.lru_cache(maxsize=1024)
+def _applies(batch, hidden, gates, itemsize, threads, bound) -> bool:
     if threads < 2 or hidden < threads or len(row_ranges(batch, threads)) > 1:
         return False
     if threads > _cores():  # spinning threads would wait on threads that are not running
         return False
-    if gates * hidden * hidden * itemsize < product_routing.bounds().split_units_from:
-        return False
-    return omp.available()
+    return gates * hidden * hidden * itemsize >= bound and omp.available()
