@@ -7,11 +7,11 @@ The per-product multiply-adds B*H*G*H printed per row are what ``product_routing
     python benchmarks/cell_inline_bound.py [--repeat 5]     (FASTRNN_CPU_ISA=avx2 for that class)
 """
 import argparse
-import time
 
 import torch
 
 import fastrnn
+from bound_sweep import best_of_rounds
 from fastrnn import machine, product_routing
 
 SHAPES = [(1, 256), (1, 512), (16, 64), (16, 128), (16, 256), (64, 64), (64, 128), (64, 256),
@@ -19,21 +19,12 @@ SHAPES = [(1, 256), (1, 512), (16, 64), (16, 128), (16, 256), (64, 64), (64, 128
 GATES = {"LSTMCell": 4, "GRUCell": 3, "RNNCell": 1}
 
 
-def _timed(fn, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     isa = machine.cpu_isa()
-    row = product_routing.BOUNDS[isa]
-    modes = {"inline": row._replace(cell_inline_until=product_routing.NEVER),
-             "gemm": row._replace(cell_inline_until=1)}
+    modes = {"inline": product_routing.NEVER, "gemm": 1}
     print(f"class {isa}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           "us per call (min of rounds); ratios to torch.nn")
     print("cell       B    H  MACs/product  mode      torch.nn    inline      gemm  in/nn  gemm/nn")
@@ -54,15 +45,8 @@ def main():
                     else:
                         out = module(x)
                         (out[0] if isinstance(out, tuple) else out).sum().backward()
-                best = {}
-                for _ in range(args.repeat):
-                    for side in ("torch.nn", "inline", "gemm"):
-                        if side != "torch.nn":
-                            product_routing.BOUNDS[isa] = modes[side]
-                        module = ref if side == "torch.nn" else fast
-                        run(module)
-                        best[side] = min(best.get(side, 1e18), _timed(lambda: run(module), calls))
-                product_routing.BOUNDS[isa] = row
+                best = best_of_rounds("cell_inline_until", modes, lambda: run(ref),
+                                      lambda: run(fast), calls, args.repeat)
                 nn_us = best["torch.nn"]
                 print(f"{cell:9s} {batch:2d} {hidden:4d} {macs:12d}  {mode:7s} {nn_us:9.1f} "
                       f"{best['inline']:9.1f} {best['gemm']:9.1f} {best['inline'] / nn_us:6.2f} "

@@ -7,11 +7,11 @@ per row are what ``product_routing.BOUNDS``' ``split_units_from`` bounds.
     python benchmarks/split_units_bound.py [--repeat 7]     (FASTRNN_CPU_ISA=avx2 for that class)
 """
 import argparse
-import time
 
 import torch
 
 import fastrnn
+from bound_sweep import best_of_rounds
 from fastrnn import machine, product_routing
 
 SHAPES = [(1, 32), (1, 64), (1, 128), (1, 256), (1, 512), (4, 64), (4, 256)]
@@ -19,21 +19,12 @@ GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 STEPS = 100
 
 
-def _timed(fn, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1e6
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     isa = machine.cpu_isa()
-    row = product_routing.BOUNDS[isa]
-    modes = {"one thread": row._replace(split_units_from=product_routing.NEVER),
-             "split": row._replace(split_units_from=1)}
+    modes = {"one thread": product_routing.NEVER, "split": 1}
     print(f"class {isa}, torch {torch.__version__}, {torch.get_num_threads()} threads, T={STEPS}; "
           "us per call (min of rounds); ratios split / one thread and to torch.nn")
     print("cell  B    H  W_hh bytes   torch.nn  one thread     split  split/one  split/nn")
@@ -45,17 +36,9 @@ def main():
             fast.load_state_dict(ref.state_dict())
             x = torch.randn(STEPS, batch, hidden)
             calls = max(3, min(100, int(2e5 // (hidden * hidden * gates // 64 + 100))))
-            best = {}
             with torch.no_grad():
-                for _ in range(args.repeat):
-                    for side in ("torch.nn", "one thread", "split"):
-                        if side != "torch.nn":
-                            product_routing.BOUNDS[isa] = modes[side]
-                        module = ref if side == "torch.nn" else fast
-                        module(x)
-                        best[side] = min(best.get(side, 1e18),
-                                         _timed(lambda: module(x), calls))
-            product_routing.BOUNDS[isa] = row
+                best = best_of_rounds("split_units_from", modes, lambda: ref(x),
+                                      lambda: fast(x), calls, args.repeat)
             nn_us, one, split = best["torch.nn"], best["one thread"], best["split"]
             print(f"{cell:4s} {batch:2d} {hidden:4d} {gates * hidden * hidden * 4:10d} "
                   f"{nn_us:10.1f} {one:11.1f} {split:9.1f} {split / one:10.2f} "
