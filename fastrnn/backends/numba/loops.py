@@ -176,6 +176,23 @@ def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
         d_pre[2 * H + j] = d_hn_out[j]
 
 
+@njit(**_INLINE)
+def input_chunk(x_in, row0, w_ih_p, bias, gxc, s, reverse):
+    """The input part of the ROWS steps from step s on (fewer at the end) for rows
+    row0:row0+R of x_in (T,B,I), R = gxc.shape[0]: gxc[b, q] = x_in[t_lo + q, row0 + b] @ W_ih^T
+    + bias (size 0: none), w_ih_p = pack_b(W_ih^T). Returns t_lo, the chunk's first step in t
+    (its steps run t_lo upwards in t, forwards or reversed)."""
+    seq_len = x_in.shape[0]
+    steps = min(ROWS, seq_len - s)
+    t_lo = seq_len - s - steps if reverse else s
+    for b in range(gxc.shape[0]):
+        matmul_packed_into(x_in[t_lo:t_lo + steps, row0 + b], w_ih_p, gxc[b, :steps])
+        if bias.shape[0] > 0:
+            for q in range(steps):
+                _add_into(gxc[b, q], bias)
+    return t_lo
+
+
 @njit(**_FAST)
 def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0, w_hr_t,
                  has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, lo, hi):
@@ -216,13 +233,7 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
         matmul_packed_into(h, w_hh_p, gh)
         if chunked:
             if s % ROWS == 0:
-                steps = min(ROWS, seq_len - s)
-                t_lo = seq_len - s - steps if reverse else s
-                for b in range(rows):
-                    matmul_packed_into(x_in[t_lo:t_lo + steps, lo + b], w_ih_p, gxc[b, :steps])
-                    if bias.shape[0] > 0:
-                        for q in range(steps):
-                            _add_into(gxc[b, q], bias)
+                t_lo = input_chunk(x_in, lo, w_ih_p, bias, gxc, s, reverse)
         elif fuse_input_gemm:
             matmul_packed_into(x_in[t, lo:hi], w_ih_p, gx)
             if bias.shape[0] > 0:

@@ -34,7 +34,8 @@ from numba.extending import intrinsic
 from fastrnn import product_routing
 
 from . import omp
-from .loops import GRU, LSTM, RNN_RELU, RNN_TANH, _add_into, _copy, _gru_row, _lstm_row, _rnn_row
+from .loops import (GRU, LSTM, RNN_RELU, RNN_TANH, _add_into, _copy, _gru_row, _lstm_row,
+                    _rnn_row, input_chunk)
 from .matmul import matmul_packed_into, pack_b
 from .threads import row_ranges
 from .vector_tile import ROWS
@@ -127,7 +128,7 @@ def forward_units_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, 
     width = G * share
     w_hh_p = pack_b(_gather_rows(w_hh, G, H, lo, hi).T)
     w_ih_p = pack_b(_gather_rows(w_ih, G, H, lo, hi).T) if fuse_input_gemm else w_hh_p[:0]
-    bias_s = np.zeros(width, dtype=y.dtype)
+    bias_s = np.zeros(width if bias.shape[0] > 0 else 0, dtype=y.dtype)
     if fuse_input_gemm and bias.shape[0] > 0:
         for g in range(G):
             _copy(bias_s[g * share:(g + 1) * share], bias[g * H + lo:g * H + hi])
@@ -140,7 +141,7 @@ def forward_units_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, 
     gx = np.empty((rows, width), dtype=y.dtype)  # this step's input part, this thread's units
     chunked = fuse_input_gemm and rows < ROWS  # as forward_loop: ROWS steps' input at a time
     gxc = np.empty((rows, ROWS, width) if chunked else (1, 1, width), dtype=y.dtype)
-    t_lo = 0
+    t_lo = 0  # the first step (in t) of gxc's chunk
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
         src = h0 if s == 0 else exchange[(s + 1) % 2]  # the whole h of the previous step
@@ -149,21 +150,18 @@ def forward_units_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, 
             matmul_packed_into(src, w_hh_p, gh)
             if chunked:
                 if s % ROWS == 0:
-                    steps = min(ROWS, seq_len - s)
-                    t_lo = seq_len - s - steps if reverse else s
-                    for b in range(rows):
-                        matmul_packed_into(x_in[t_lo:t_lo + steps, b], w_ih_p, gxc[b, :steps])
+                    t_lo = input_chunk(x_in, 0, w_ih_p, bias_s, gxc, s, reverse)
                 for b in range(rows):
                     _copy(gx[b], gxc[b, t - t_lo])
             elif fuse_input_gemm:
                 matmul_packed_into(x_in[t], w_ih_p, gx)
+                if bias.shape[0] > 0:
+                    for b in range(rows):
+                        _add_into(gx[b], bias_s)
             else:
                 for b in range(rows):
                     for g in range(G):
                         _copy(gx[b, g * share:(g + 1) * share], xg[t, b, g * H + lo:g * H + hi])
-            if fuse_input_gemm and bias.shape[0] > 0:
-                for b in range(rows):
-                    _add_into(gx[b], bias_s)
             for b in range(rows):
                 if t < lengths[b]:
                     g_row = gh[b]
