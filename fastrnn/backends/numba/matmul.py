@@ -266,36 +266,35 @@ def _row_panels(wide, a, r0, r1, b_at, ldb, stride, panels, o_at, ldo):
 
 
 @njit(**_OPTS)
-def _panels(N, itemsize):
-    """The column plan shared by both entry points: rows (j0, width, kind) of an (n, 3) array;
-    kind 2: a wide-tile panel, 1: narrow, 0: the columns left to the plain kernels (width < a
-    narrow tile; present only when > 0)."""
+def _panel_runs(N, itemsize):
+    """The column plan shared by the entry points, as (wide, wide panels, narrow, narrow
+    panels): panels of ``wide`` columns from column 0, then of ``narrow`` ones, then the
+    columns left over (fewer than a narrow tile) to the plain kernels. Integers, not an array:
+    the loops call the products every step (the difference was within this VM's noise)."""
     lane = BITS // 8 // itemsize
     wide = VECTORS[0] * lane
     narrow = VECTORS[1] * lane
-    count = 0
-    j = 0
-    if TILES and N >= WIDE:
-        count += N // wide
-        j = count * wide
-    if TILES:
-        count += (N - j) // narrow
-        j += (N - j) // narrow * narrow
-    plan = np.empty((count + (1 if j < N else 0), 3), dtype=np.intp)
-    j = 0
-    p = 0
-    if TILES and N >= WIDE:
-        while j + wide <= N:
-            plan[p, 0], plan[p, 1], plan[p, 2] = j, wide, 2
-            j += wide
-            p += 1
-    if TILES:
-        while j + narrow <= N:
-            plan[p, 0], plan[p, 1], plan[p, 2] = j, narrow, 1
-            j += narrow
-            p += 1
-    if j < N:
-        plan[p, 0], plan[p, 1], plan[p, 2] = j, N - j, 0
+    n_wide = N // wide if TILES and N >= WIDE else 0
+    n_narrow = (N - n_wide * wide) // narrow if TILES else 0
+    return wide, n_wide, narrow, n_narrow
+
+
+@njit(**_OPTS)
+def _panels(N, itemsize):
+    """``_panel_runs`` as rows (j0, width, kind) of an (n, 3) array (``pack_b``, once per
+    call); kind 2: a wide-tile panel, 1: narrow, 0: the columns left to the plain kernels
+    (present only when > 0)."""
+    wide, n_wide, narrow, n_narrow = _panel_runs(N, itemsize)
+    rest = N - n_wide * wide - n_narrow * narrow
+    plan = np.empty((n_wide + n_narrow + (1 if rest > 0 else 0), 3), dtype=np.intp)
+    for p in range(n_wide):
+        plan[p, 0], plan[p, 1], plan[p, 2] = p * wide, wide, 2
+    for q in range(n_narrow):
+        plan[n_wide + q, 0], plan[n_wide + q, 1], plan[n_wide + q, 2] = (
+            n_wide * wide + q * narrow, narrow, 1)
+    if rest > 0:
+        plan[n_wide + n_narrow, 0], plan[n_wide + n_narrow, 1] = N - rest, rest
+        plan[n_wide + n_narrow, 2] = 0
     return plan
 
 
@@ -318,14 +317,15 @@ def matmul_into(a, b, out):
     ldb = b.strides[0] // size
     ldo = out.strides[0] // size
     if tiled > 0:
-        plan = _panels(N, size)
-        for p in range(plan.shape[0]):
-            j0, kind = plan[p, 0], plan[p, 2]
-            if kind == 0:
-                break
-            _tile_panel(kind == 2, a, b.ctypes.data + j0 * size, ldb,
-                        out.ctypes.data + j0 * size, ldo, tiled)
-            done = j0 + plan[p, 1]
+        wide, n_wide, narrow, n_narrow = _panel_runs(N, size)
+        for p in range(n_wide):
+            _tile_panel(True, a, b.ctypes.data + p * wide * size, ldb,
+                        out.ctypes.data + p * wide * size, ldo, tiled)
+        done = n_wide * wide
+        for q in range(n_narrow):
+            _tile_panel(False, a, b.ctypes.data + done * size, ldb,
+                        out.ctypes.data + done * size, ldo, tiled)
+            done += narrow
     _plain(a, b, out, 0, tiled, done, N)
     # the last M % ROWS rows: b's columns are contiguous, so one-row tiles take them in
     # narrow panels whatever the plan above
@@ -394,31 +394,40 @@ def matmul_packed_into(a, packed, out):
     tiles = TILES and out.strides[1] == size
     tiled = M - M % ROWS
     ldo = out.strides[0] // size
-    plan = _panels(N, size)
-    off = 0
-    p = 0
-    while p < plan.shape[0]:
-        j0, width, kind = plan[p, 0], plan[p, 1], plan[p, 2]
-        if kind == 0 or not tiles:
-            block = packed[off:off + K * width].reshape((K, width))
-            _plain(a, block, out[:, j0:j0 + width], 0, M, 0, width)
-            off += K * width
-            p += 1
-            continue
-        # the run of panels of this kind: whole tiles each, then its last M % ROWS rows in
-        # one-row tiles of several panels (a panel's block is K * width elements)
-        run = 1
-        while p + run < plan.shape[0] and plan[p + run, 2] == kind:
-            run += 1
-        b_at = packed.ctypes.data + off * size
-        o_at = out.ctypes.data + j0 * size
+    wide, n_wide, narrow, n_narrow = _panel_runs(N, size)
+    off = _packed_run(True, wide, n_wide, 0, 0, a, packed, out, ldo, tiled, tiles)
+    j0 = n_wide * wide
+    off = _packed_run(False, narrow, n_narrow, j0, off, a, packed, out, ldo, tiled, tiles)
+    j0 += n_narrow * narrow
+    if j0 < N:  # the columns short of a tile
+        width = N - j0
+        block = packed[off:off + K * width].reshape((K, width))
+        _plain(a, block, out[:, j0:N], 0, M, 0, width)
+
+
+@njit(**_OPTS)
+def _packed_run(wide, width, run, j0, off, a, packed, out, ldo, tiled, tiles):
+    """``run`` panels of ``width`` columns from column j0, packed from element ``off`` on:
+    whole tiles each, then the last M % ROWS rows in one-row tiles of several panels (plain
+    kernels throughout where out's rows are not contiguous). Returns the next panel's off."""
+    M, K = a.shape[0], a.shape[1]
+    size = a.itemsize
+    block_size = K * width  # a panel's (K, width) block
+    if run == 0:
+        return off
+    if not tiles:
         for q in range(run):
-            _tile_panel(kind == 2, a, b_at + q * K * width * size, width,
-                        o_at + q * width * size, ldo, tiled)
-        if tiled < M:
-            _row_panels(kind == 2, a, tiled, M, b_at, width, K * width, run, o_at, ldo)
-        off += run * K * width
-        p += run
+            block = packed[off + q * block_size:off + (q + 1) * block_size].reshape((K, width))
+            _plain(a, block, out[:, j0 + q * width:j0 + (q + 1) * width], 0, M, 0, width)
+        return off + run * block_size
+    b_at = packed.ctypes.data + off * size
+    o_at = out.ctypes.data + j0 * size
+    for q in range(run):
+        _tile_panel(wide, a, b_at + q * block_size * size, width, o_at + q * width * size, ldo,
+                    tiled)
+    if tiled < M:
+        _row_panels(wide, a, tiled, M, b_at, width, block_size, run, o_at, ldo)
+    return off + run * block_size
 
 
 @njit(cache=True, error_model="numpy", fastmath=_FLAGS)
