@@ -16,9 +16,10 @@ units. Every thread of the team that OpenMP actually hands out runs every step a
 barrier (a thread whose share of units is empty included): the barrier counts match.
 
 The barrier is our own spinning one (``_barrier``: an atomic count of arrivals and a
-generation, on two cache lines of a small int64 array): libgomp's ``GOMP_barrier`` cost ~1 us
-per step here, which made the split lose at every H up to 128 (RNN/GRU/LSTM, B=1), against
-0.07-0.5 us for the spinning one (ad hoc, 2-core AMD EPYC VM).
+generation, on two cache lines of a small int64 array): with libgomp's ``GOMP_barrier``, ~1 us
+per step here, the split lost at every H <= 64 (RNN H=32: 3.2x one thread's time) and for
+GRU/RNN at H=128, against 0.07-0.5 us per barrier for the spinning one (ad hoc, 2-core AMD EPYC
+VM).
 
 Only the inference forward without projection goes here (no workspace saved); ``applies``
 is the decision (the per-class bound ``product_routing.Bounds.split_units_from``), and
