@@ -35,14 +35,13 @@ from torch import Tensor
 from fastrnn import dispatch, gemm, product_routing
 from fastrnn.cells import CELLS, step_weight_shapes
 from fastrnn.eager import only_eager_sees
-from fastrnn.parameter_views import parameter_views
+from fastrnn.parameter_views import NUMPY_DTYPES, numpy_view, parameter_views
 
 _NATIVE = (torch.float32, torch.float64)
-_NP = {torch.float32: np.float32, torch.float64: np.float64}
 # Workspace slabs of H the forward saves for the backward (fastrnn.backends.numba.cell_step).
 _WS = {"rnn_tanh": 0, "rnn_relu": 0, "lstm": 5, "gru": 4}
-_EMPTY = {d: np.empty((0, 0), dtype=n) for d, n in _NP.items()}
-_EMPTY1 = {d: np.empty(0, dtype=n) for d, n in _NP.items()}
+_EMPTY = {d: np.empty((0, 0), dtype=n) for d, n in NUMPY_DTYPES.items()}
+_EMPTY1 = {d: np.empty(0, dtype=n) for d, n in NUMPY_DTYPES.items()}
 _CODES = {name: spec.code for name, spec in CELLS.items()}
 
 
@@ -184,16 +183,14 @@ def _route_way(module, input, hx) -> str:
 
 def _array(t: Tensor):
     """A (B, n) numpy view of a (B, n) or (n,) tensor, copied only when not contiguous."""
-    if not t.is_contiguous():
-        t = t.contiguous()
-    a = (t.detach() if t.requires_grad else t).numpy()
+    a = numpy_view(t)
     return a.reshape(1, a.shape[0]) if a.ndim == 1 else a
 
 
 def _state_arrays(hx, is_lstm: bool, batch: int, hidden: int, dtype):
     """(h, c) as (B, H) numpy arrays (zeros for hx None; c is h itself except for LSTM)."""
     if hx is None:
-        h = np.zeros((batch, hidden), dtype=_NP[dtype])
+        h = np.zeros((batch, hidden), dtype=NUMPY_DTYPES[dtype])
         return h, h
     if is_lstm:
         return _array(hx[0]), _array(hx[1])
@@ -212,9 +209,9 @@ def _forward_arrays(module, cell: str, x: Tensor, hx):
     batch = xa.shape[0]
     ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
-    ws = np.empty((batch, _WS[cell] * hidden), dtype=_NP[dtype]) if _WS[cell] else _EMPTY[dtype]
+    ws = np.empty((batch, _WS[cell] * hidden), dtype=NUMPY_DTYPES[dtype]) if _WS[cell] else _EMPTY[dtype]
     unbatched = x.dim() == 1
-    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
+    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=NUMPY_DTYPES[dtype])
     h_out, c_out = out[0], out[-1]
     routed = _routed_products(batch, xa.shape[1], w_hh.shape)
     if routed:
@@ -272,7 +269,7 @@ def inference_arrays(module, cell: str, x: Tensor, hx) -> tuple:
     w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
     if _routed_products(batch, w_ih.shape[1], w_hh.shape):
         return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch)
-    dtype = _NP[x.dtype]
+    dtype = NUMPY_DTYPES[x.dtype]
     hidden = w_hh.shape[1]
     if cell == "lstm":
         h_out, c_out = np.empty((2, batch, hidden), dtype=dtype)
@@ -291,7 +288,7 @@ def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch):
     hidden = w_hh.shape[1]
     is_lstm = cell == "lstm"
     ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
-    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=_NP[dtype])
+    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=NUMPY_DTYPES[dtype])
     h_out, c_out = out[0], out[-1]
     _kernels().gates_forward(_CODES[cell], _linear(_array(x), w_ih, b_ih), _linear(ha, w_hh, b_hh),
                              ha, ca, h_out, c_out, _EMPTY[dtype])
@@ -317,12 +314,12 @@ def run(module, way: str, input: Tensor, hx):
 def _grad_array(g, batch: int, hidden: int, dtype):
     """A (B, H) numpy array of an output gradient (zeros where autograd passed None)."""
     if g is None:
-        return np.zeros((batch, hidden), dtype=_NP[dtype])
+        return np.zeros((batch, hidden), dtype=NUMPY_DTYPES[dtype])
     return _array(g)
 
 
 def _out(shape, dtype, wanted: bool):
-    return np.empty(shape, dtype=_NP[dtype]) if wanted else _EMPTY[dtype]
+    return np.empty(shape, dtype=NUMPY_DTYPES[dtype]) if wanted else _EMPTY[dtype]
 
 
 class CellStep(torch.autograd.Function):
@@ -371,9 +368,9 @@ class CellStep(torch.autograd.Function):
             dh = _out(ha.shape, dtype, need[3])
             dw_ih = _out(wa_ih.shape, dtype, need[5])
             dw_hh = _out(wa_hh.shape, dtype, need[6])
-            db_ih = (np.empty(wa_ih.shape[0], _NP[dtype]) if has_bias and need[7]
+            db_ih = (np.empty(wa_ih.shape[0], NUMPY_DTYPES[dtype]) if has_bias and need[7]
                      else _EMPTY1[dtype])
-            db_hh = (np.empty(wa_hh.shape[0], _NP[dtype]) if has_bias and need[8]
+            db_hh = (np.empty(wa_hh.shape[0], NUMPY_DTYPES[dtype]) if has_bias and need[8]
                      else _EMPTY1[dtype])
             _kernels().backward(_CODES[ctx.cell], gh, gc, xa, ha, ca, wa_ih, wa_hh, h_out, ws,
                                 dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh)

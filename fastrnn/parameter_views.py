@@ -8,10 +8,21 @@ transposed copy, a folded bias) would go stale and is recomputed per call instea
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 _PLAIN = (Tensor, torch.nn.Parameter)
+# the numpy dtype of each torch dtype the fused CPU paths compute in
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def numpy_view(t: Tensor):
+    """A numpy view of ``t`` (no grad tracking), over a contiguous copy only when ``t`` is not
+    contiguous: the fused paths' inputs and states."""
+    if not t.is_contiguous():
+        t = t.contiguous()
+    return (t.detach() if t.requires_grad else t).numpy()
 
 
 def parameter_views(module, slot: str, params, dtype: torch.dtype, absent, shapes):

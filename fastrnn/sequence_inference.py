@@ -26,10 +26,9 @@ from torch import Tensor
 from fastrnn import dispatch, gemm
 from fastrnn.cells import cell_spec, module_cell_name
 from fastrnn.eager import only_eager_sees
-from fastrnn.parameter_views import parameter_views
+from fastrnn.parameter_views import NUMPY_DTYPES, numpy_view, parameter_views
 
 _DTYPES = (torch.float32, torch.float64)
-_NP = {torch.float32: np.float32, torch.float64: np.float64}
 _LOADED = []
 
 
@@ -124,13 +123,6 @@ def _weights(module, dtype: torch.dtype):
     return groups
 
 
-def _array(t: Tensor):
-    """A contiguous numpy view of a tensor (copied only when not contiguous)."""
-    if not t.is_contiguous():
-        t = t.contiguous()
-    return (t.detach() if t.requires_grad else t).numpy()
-
-
 def _folded_bias(cell: str, b_ih, b_hh):
     """(bias added to the input GEMM, b_hn) as numpy arrays or None, from the b_ih, b_hh views,
     per call (the bias changes with every parameter update): ``fastrnn.layer.fold_biases`` in
@@ -175,21 +167,21 @@ def run(module, input: Tensor, hx):
     layers = module.num_layers * directions
     # outputs allocated in numpy and handed to torch once (torch.empty and .numpy() cost
     # ~1 us each, 6 of them a B=1 call)
-    np_dtype = _NP[dtype]
+    np_dtype = NUMPY_DTYPES[dtype]
     hn = np.empty((layers, batch, hidden), dtype=np_dtype)
     cn = np.empty((layers, batch, hidden) if is_lstm else (layers, batch, 0), dtype=np_dtype)
     if hx is None:
         h0 = c0 = np.zeros((layers, batch, hidden), dtype=np_dtype)
     else:
         h_state, c_state = hx if is_lstm else (hx, None)
-        h0 = _array(h_state).reshape(layers, batch, hidden)
-        c0 = _array(c_state).reshape(layers, batch, hidden) if is_lstm else None
+        h0 = numpy_view(h_state).reshape(layers, batch, hidden)
+        c0 = numpy_view(c_state).reshape(layers, batch, hidden) if is_lstm else None
     no_ws = np.empty((seq_len, batch, 0), dtype=np_dtype)
     gates = spec.num_gates * hidden
     layer_input = x
     for layer in range(module.num_layers):
         fuse = backend.fuses_input_gemm(seq_len, batch, layer_input.shape[2], gates)
-        x_np = _array(layer_input) if fuse else None
+        x_np = numpy_view(layer_input) if fuse else None
         outputs = []
         for direction in range(directions):
             index = layer * directions + direction
