@@ -9,7 +9,7 @@ from torch import nn
 
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import step_weight_shapes
-from fastrnn.cell_step import cell_route, run as run_step
+from fastrnn.cell_step import resolve, run as run_step
 from fastrnn.layer import layer_direction
 from fastrnn.modules import BackendMixin, raise_like_torch
 
@@ -52,11 +52,11 @@ class CellMixin(BackendMixin):
                                       "matching the cell")
 
     def forward(self, input, hx=None):
-        way = cell_route(self, input, hx)  # the cells' own fused step where it applies
+        way, plan, weights = resolve(self, input, hx)  # the cells' own fused step where it applies
         if way == "native":
             return self._torch_class.forward(self, input, hx)
         if way != "layer":
-            return run_step(self, way, input, hx)
+            return run_step(self, way, plan, weights, input, hx)
         label = self._label
         if input.dim() not in (1, 2):
             raise ValueError(f"{label}: Expected input to be 1D or 2D, got {input.dim()}D instead")

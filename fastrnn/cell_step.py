@@ -3,9 +3,9 @@
 
 A cell is called once per token or frame, so what a call costs besides the kernel is the whole
 cost. What depends only on the module and the call's kind is computed once and cached: the
-route of each kind of call (``cell_route``'s memo per module) and the weights' numpy views (per
-module, rebuilt when a parameter's storage or version changes). Nothing derived from the
-weights' values is cached: ``p.data.copy_(...)`` or ``p.data.mul_(...)`` (target-network and EMA
+route of each kind of call with its ``StepPlan`` (``resolve``'s memo per module) and the
+weights' numpy views (per module, rebuilt when a parameter's storage or version changes).
+Nothing derived from the weights' values is cached: ``p.data.copy_(...)`` or ``p.data.mul_(...)`` (target-network and EMA
 updates) change a parameter without its version counter, so a cached transposed copy went
 stale (the kernels read the parameters in place; the copies saved 0-1.3 us at B=1). Inputs
 and outputs cross to numpy without torch allocations (``numpy()`` views in,
@@ -14,7 +14,8 @@ and outputs cross to numpy without torch allocations (``numpy()`` views in,
 and only the gate math in the kernel (``_routed_products``; in line, B=64 H=256 steps were
 1.8-2.5x torch.nn's time).
 
-``cell_route`` decides what runs a call, the one place the modules and the tests ask:
+``resolve`` decides what runs a call, the one place the modules ask (``cell_route``: its
+answer alone, for the tests):
 
 - ``"native"``: torch.nn's own forward (``auto`` measured it faster, or ``backend='native'``);
 - ``"step"``: the fused step, no graph recorded;
@@ -26,7 +27,7 @@ and only the gate math in the kernel (``_routed_products``; in line, B=64 H=256 
 """
 from __future__ import annotations
 
-import functools
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -60,12 +61,20 @@ def _weights(params: dict, dtype: torch.dtype, module):
     """The numpy views (w_ih, w_hh, b_ih, b_hh) of the module's parameters (size-0 arrays for
     absent biases), cached in ``module.__dict__["_fastrnn_step_weights"]``
     (``fastrnn.parameter_views``); None when a parameter cannot be viewed or has not torch.nn's
-    shape for the module."""
-    return parameter_views(module, "_fastrnn_step_weights",
-                           (params["weight_ih"], params["weight_hh"], params["bias_ih"],
-                            params["bias_hh"]), dtype, _EMPTY1[dtype],
+    shape for the module. The views' key is built here unrolled (~0.5 us of a ~6 us call less
+    than ``version_key``'s loop)."""
+    w_ih, w_hh, b_ih, b_hh = (params["weight_ih"], params["weight_hh"], params["bias_ih"],
+                              params["bias_hh"])
+    key = (dtype, w_ih.data_ptr(), w_ih._version, w_hh.data_ptr(), w_hh._version,
+           None if b_ih is None else b_ih.data_ptr(), None if b_ih is None else b_ih._version,
+           None if b_hh is None else b_hh.data_ptr(), None if b_hh is None else b_hh._version)
+    cached = module.__dict__.get("_fastrnn_step_weights")
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    return parameter_views(module, "_fastrnn_step_weights", (w_ih, w_hh, b_ih, b_hh), dtype,
+                           _EMPTY1[dtype],
                            lambda: step_weight_shapes(module._cell_name(), module.input_size,
-                                                      module.hidden_size))
+                                                      module.hidden_size), key)
 
 
 def _valid_states(hidden: int, hx, is_lstm: bool, batched: bool, input: Tensor):
@@ -99,24 +108,31 @@ def _any_state_requires_grad(hx) -> bool:
 
 
 def _signature(module, input: Tensor, hx):
-    """Everything ``cell_route``'s answer depends on besides the execution context and the
+    """Everything ``resolve``'s answer depends on besides the execution context and the
     weights' layout, as one hashable tuple; None for an hx of unexpected structure (its route
     is then worked out afresh, and is 'layer'). With grad mode off nobody's requires_grad
-    matters (``_route``), and the shorter tuple saves a small call ~0.5 us."""
+    matters (``_route``), and the shorter tuple saves a small call ~0.5 us. A CPU input is
+    keyed by ``is_cpu`` (a ``torch.device`` and its ``type`` cost ~0.4 us), and so are the
+    states: a state off the CPU sends the call to 'layer' whatever its device."""
     grad = torch.is_grad_enabled()
     if hx is None:
         states = None
     elif type(hx) is Tensor:
-        states = (hx.shape, hx.dtype, hx.device, grad and hx.requires_grad)
+        states = (hx.shape, hx.dtype, hx.is_cpu, grad and hx.requires_grad)
     elif type(hx) is tuple and len(hx) == 2 and type(hx[0]) is Tensor and type(hx[1]) is Tensor:
         h, c = hx
-        states = (h.shape, h.dtype, h.device, c.shape, c.dtype, c.device,
+        states = (h.shape, h.dtype, h.is_cpu, c.shape, c.dtype, c.is_cpu,
                   grad and (h.requires_grad or c.requires_grad))
     else:
         return None
-    device = input.device
-    head = (input.shape, input.dtype, device, grad, torch.is_autocast_enabled(device.type),
-            module.backend, module.training, dispatch.env_backend_token(), states)
+    if input.is_cpu:
+        device, autocast = None, torch.is_autocast_enabled("cpu")
+    else:
+        device = input.device
+        autocast = torch.is_autocast_enabled(device.type)
+    # an RNNCell's nonlinearity is read at every call, as torch.nn reads it (the plan's cell)
+    head = (input.shape, input.dtype, device, grad, autocast, module.backend, module.training,
+            dispatch.env_backend_token(), states, module.__dict__.get("nonlinearity"))
     if not grad:
         return head
     params = module._parameters
@@ -126,14 +142,30 @@ def _signature(module, input: Tensor, hx):
                    None if bias is None else (bias.requires_grad, params["bias_hh"].requires_grad))
 
 
-def cell_route(module, input, hx) -> str:
-    """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
-    'step_function' or 'layer'. 'native' is decided first, from the call's kind alone (it
-    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments.
-    A repeated kind of call is one lookup in the module's memo (``_signature``), valid while
-    dispatch keeps the backend choice it rests on, plus the weights' check."""
+class StepPlan(NamedTuple):
+    """What the fused step needs for one kind of call besides its tensors, fixed by the
+    call's signature and so worked out once per kind (``_route``)."""
+    cell: str
+    code: int  # the kernels' cell code
+    is_lstm: bool
+    batch: int
+    hidden: int
+    unbatched: bool  # input (I,), states (H,)
+    dtype: type  # numpy dtype of the computation
+    routed: bool  # the products on fastrnn.gemm (``_routed_products``)
+
+
+_LAYER = ("layer", None, None)
+
+
+def resolve(module, input, hx) -> tuple:
+    """(way, plan, weights) for ``module(input, hx)``: way as ``cell_route`` answers it; for
+    'step' and 'step_function' the call kind's ``StepPlan`` and the weights' numpy views
+    (``_weights``), else None, None. A repeated kind of call is one lookup in the module's
+    memo (``_signature``), valid while dispatch keeps the backend choice it rests on, plus the
+    weights' check."""
     if type(input) is not Tensor or not only_eager_sees():
-        return "layer"  # other contexts: the general path (fastrnn.contexts decides there)
+        return _LAYER  # other contexts: the general path (fastrnn.contexts decides there)
     signature = _signature(module, input, hx)
     memo = module.__dict__.get("_fastrnn_routes")
     hit = memo.get(signature) if memo is not None and signature is not None else None
@@ -143,20 +175,39 @@ def cell_route(module, input, hx) -> str:
             if memo is None or len(memo) >= 256:
                 memo = module.__dict__["_fastrnn_routes"] = {}
             memo[signature] = hit
-    way = hit[0]
-    if way.startswith("step") and _weights(module._parameters, input.dtype, module) is None:
-        return "layer"
-    return way
+    plan = hit[2]
+    if plan is None:
+        return hit[0], None, None
+    weights = _weights(module._parameters, input.dtype, module)
+    if weights is None:
+        return _LAYER
+    return hit[0], plan, weights
+
+
+def cell_route(module, input, hx) -> str:
+    """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
+    'step_function' or 'layer'. 'native' is decided first, from the call's kind alone (it
+    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments."""
+    return resolve(module, input, hx)[0]
 
 
 def _route(module, input, hx) -> tuple:
-    """(``cell_route``'s answer before the weights' check, the ``dispatch.choices_generation``
-    it holds in, or None under autocast: the backend choice it rests on is kept until the
-    next generation)."""
+    """(the way before the weights' check, the ``dispatch.choices_generation`` it holds in, or
+    None under autocast: the backend choice it rests on is kept until the next generation;
+    the ``StepPlan`` for the fused step's ways, else None)."""
     way = _route_way(module, input, hx)
+    plan = None
+    if way.startswith("step"):
+        cell = module._cell_name()
+        batch = input.size(0) if input.dim() == 2 else 1
+        hidden = module.hidden_size
+        plan = StepPlan(cell, _CODES[cell], cell == "lstm", batch, hidden, input.dim() == 1,
+                        NUMPY_DTYPES[input.dtype],
+                        _routed_products(batch, module.input_size,
+                                         (CELLS[cell].num_gates * hidden, hidden)))
     if torch.is_autocast_enabled(input.device.type):
-        return way, None  # asked afresh every call, as dispatch does under autocast
-    return way, dispatch.choices_generation
+        return way, None, plan  # asked afresh every call, as dispatch does under autocast
+    return way, dispatch.choices_generation, plan
 
 
 def _route_way(module, input, hx) -> str:
@@ -198,35 +249,29 @@ def _state_arrays(hx, is_lstm: bool, batch: int, hidden: int, dtype):
     return h, h
 
 
-def _forward_arrays(module, cell: str, x: Tensor, hx):
-    """The training forward on the weights ``cell_route`` just cached, read in place (they
-    change every optimizer step), saving the workspace; returns (h', c' or None, the arrays
-    the backward reads)."""
-    dtype = x.dtype
-    hidden = module.hidden_size
-    is_lstm = cell == "lstm"
+def _forward_arrays(plan: StepPlan, weights: tuple, x: Tensor, hx):
+    """The training forward on the weights ``resolve`` just checked (numpy views, read in
+    place: they change every optimizer step), saving the workspace; returns (h', c' or None,
+    the arrays the backward reads)."""
+    cell, is_lstm, batch, hidden = plan.cell, plan.is_lstm, plan.batch, plan.hidden
     xa = _array(x)
-    batch = xa.shape[0]
-    ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
-    w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
-    ws = np.empty((batch, _WS[cell] * hidden), dtype=NUMPY_DTYPES[dtype]) if _WS[cell] else _EMPTY[dtype]
-    unbatched = x.dim() == 1
-    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=NUMPY_DTYPES[dtype])
+    ha, ca = _state_arrays(hx, is_lstm, batch, hidden, x.dtype)
+    w_ih, w_hh, b_ih, b_hh = weights
+    ws = np.empty((batch, _WS[cell] * hidden), dtype=plan.dtype) if _WS[cell] else _EMPTY[x.dtype]
+    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=plan.dtype)
     h_out, c_out = out[0], out[-1]
-    routed = _routed_products(batch, xa.shape[1], w_hh.shape)
-    if routed:
+    if plan.routed:
         # two routed GEMMs (biases included), then the gate math alone
         gi = _linear(xa, w_ih, b_ih)
         gh = _linear(ha, w_hh, b_hh)
-        _kernels().gates_forward(_CODES[cell], gi, gh, ha, ca, h_out, c_out, ws)
+        _kernels().gates_forward(plan.code, gi, gh, ha, ca, h_out, c_out, ws)
     else:
-        _kernels().forward(_CODES[cell], xa, ha, ca, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws)
-    h = torch.from_numpy(h_out[0] if unbatched else h_out)
-    c = torch.from_numpy(c_out[0] if unbatched else c_out) if is_lstm else None
-    return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws, routed)
+        _kernels().forward(plan.code, xa, ha, ca, w_ih, w_hh, b_ih, b_hh, h_out, c_out, ws)
+    h = torch.from_numpy(h_out[0] if plan.unbatched else h_out)
+    c = torch.from_numpy(c_out[0] if plan.unbatched else c_out) if is_lstm else None
+    return h, c, (xa, ha, ca, w_ih, w_hh, h_out, ws, plan.routed)
 
 
-@functools.lru_cache(maxsize=1024)
 def _routed_products(batch: int, inputs: int, w_hh_shape: tuple) -> bool:
     """Whether a step's products run on ``fastrnn.gemm`` (torch's OpenMP team,
     oneDNN) rather than inside the fused kernel, whose products run on the calling thread:
@@ -242,71 +287,62 @@ def _linear(a, w, b):
     return t.numpy() if t.is_contiguous() else t.contiguous().numpy()
 
 
-def _inference(module, cell: str, x: Tensor, hx):
-    """The no-graph call: inputs passed by address (``forward_at``), outputs numpy-allocated.
-    (Every tensor query here costs ~0.1 us of a ~10 us call: each is asked once.)"""
-    h_out, c_out = inference_arrays(module, cell, x, hx)
-    if x.dim() == 1:
-        h_out, c_out = h_out[0], c_out[0]
-    return (torch.from_numpy(h_out), torch.from_numpy(c_out)) if cell == "lstm" else (
-        torch.from_numpy(h_out))
-
-
-def inference_arrays(module, cell: str, x: Tensor, hx) -> tuple:
-    """``_inference``'s (h', c') as (B, H) numpy arrays (c' is h' except for LSTM), for a
-    call ``cell_route`` sent to 'step' (``fastrnn.layer_step`` shapes them itself)."""
-    batch = 1 if x.dim() == 1 else x.shape[0]
+def inference_arrays(plan: StepPlan, weights: tuple, x: Tensor, hx) -> tuple:
+    """The no-graph step of a call ``resolve`` sent to 'step' (with its plan and weights):
+    inputs passed by address (``forward_at``), (h', c') returned as numpy-allocated (B, H)
+    arrays (c' is h' except for LSTM; ``run`` and ``fastrnn.layer_step`` shape them). Every
+    tensor query here costs ~0.1 us of a ~6 us call: each is asked once."""
     if not x.is_contiguous():
         x = x.contiguous()
     h_at = c_at = 0
     if hx is not None:
-        h0, c0 = hx if cell == "lstm" else (hx, hx)
+        h0, c0 = hx if plan.is_lstm else (hx, hx)
         if not h0.is_contiguous():
             h0 = h0.contiguous()
         if not c0.is_contiguous():
             c0 = c0.contiguous()
         h_at, c_at = h0.data_ptr(), c0.data_ptr()
-    w_ih, w_hh, b_ih, b_hh = module.__dict__["_fastrnn_step_weights"][1]
-    if _routed_products(batch, w_ih.shape[1], w_hh.shape):
-        return _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch)
-    dtype = NUMPY_DTYPES[x.dtype]
-    hidden = w_hh.shape[1]
-    if cell == "lstm":
-        h_out, c_out = np.empty((2, batch, hidden), dtype=dtype)
-        _kernels().forward_at(2, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out)
+    w_ih, w_hh, b_ih, b_hh = weights
+    if plan.routed:
+        return _routed_inference(plan, x, hx, w_ih, w_hh, b_ih, b_hh)
+    if plan.is_lstm:
+        h_out, c_out = np.empty((2, plan.batch, plan.hidden), dtype=plan.dtype)
+        _kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
+                              h_out, c_out)
         return h_out, c_out
-    h_out = np.empty((batch, hidden), dtype=dtype)
-    _kernels().forward_at(_CODES[cell], x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
+    h_out = np.empty((plan.batch, plan.hidden), dtype=plan.dtype)
+    _kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
                           h_out, h_out)
     return h_out, h_out
 
 
-def _routed_inference(cell, x, hx, w_ih, w_hh, b_ih, b_hh, batch):
+def _routed_inference(plan: StepPlan, x, hx, w_ih, w_hh, b_ih, b_hh):
     """A large no-graph step: the two products on ``fastrnn.gemm`` (biases included), the
     gate math alone in numba; (h', c') as (B, H) arrays."""
-    dtype = x.dtype
-    hidden = w_hh.shape[1]
-    is_lstm = cell == "lstm"
-    ha, ca = _state_arrays(hx, is_lstm, batch, hidden, dtype)
-    out = np.empty((2 if is_lstm else 1, batch, hidden), dtype=NUMPY_DTYPES[dtype])
+    ha, ca = _state_arrays(hx, plan.is_lstm, plan.batch, plan.hidden, x.dtype)
+    out = np.empty((2 if plan.is_lstm else 1, plan.batch, plan.hidden), dtype=plan.dtype)
     h_out, c_out = out[0], out[-1]
-    _kernels().gates_forward(_CODES[cell], _linear(_array(x), w_ih, b_ih), _linear(ha, w_hh, b_hh),
-                             ha, ca, h_out, c_out, _EMPTY[dtype])
+    _kernels().gates_forward(plan.code, _linear(_array(x), w_ih, b_ih),
+                             _linear(ha, w_hh, b_hh), ha, ca, h_out, c_out, _EMPTY[x.dtype])
     return h_out, c_out
 
 
-def run(module, way: str, input: Tensor, hx):
-    """``module(input, hx)`` on the fused step, for a call ``cell_route`` sent to ``way``
-    ('step' or 'step_function'). input (B, I) or (I,); hx: (B, H)/(H,) (LSTM: a pair) or
-    None. Returns h' (B, H)/(H,) (LSTM: (h', c'))."""
-    cell = module._cell_name()
-    is_lstm = cell == "lstm"
+def run(module, way: str, plan: StepPlan, weights: tuple, input: Tensor, hx):
+    """``module(input, hx)`` on the fused step, for a call ``resolve`` sent to ``way``
+    ('step' or 'step_function') with ``plan`` and ``weights``. input (B, I) or (I,); hx:
+    (B, H)/(H,) (LSTM: a pair) or None. Returns h' (B, H)/(H,) (LSTM: (h', c'))."""
     if way == "step":
-        return _inference(module, cell, input, hx)
+        h_out, c_out = inference_arrays(plan, weights, input, hx)
+        if plan.unbatched:
+            h_out, c_out = h_out[0], c_out[0]
+        if plan.is_lstm:
+            return torch.from_numpy(h_out), torch.from_numpy(c_out)
+        return torch.from_numpy(h_out)
+    is_lstm = plan.is_lstm
     h0 = hx[0] if is_lstm and hx is not None else hx
     c0 = hx[1] if is_lstm and hx is not None else None
     params = module._parameters
-    outs = _apply_step(module, cell, input, h0, c0, params["weight_ih"], params["weight_hh"],
+    outs = _apply_step(plan, weights, input, h0, c0, params["weight_ih"], params["weight_hh"],
                        params["bias_ih"], params["bias_hh"])
     return outs if is_lstm else outs[0]
 
@@ -323,19 +359,20 @@ def _out(shape, dtype, wanted: bool):
 
 
 class CellStep(torch.autograd.Function):
-    """One fused cell step with its fused backward (plain eager mode only: ``cell_route``).
+    """One fused cell step with its fused backward (plain eager mode only: ``resolve``).
 
-    forward(module, cell, x (B, I) | (I,), h0 | None, c0 | None (LSTM), w_ih, w_hh, b_ih, b_hh)
+    forward(plan, weights (``resolve``), x (B, I) | (I,), h0 | None, c0 | None (LSTM), w_ih,
+    w_hh, b_ih, b_hh)
     -> (h', c') for LSTM, (h',) otherwise. create_graph backward differentiates torch's own
     cell (``torch._VF``) recomputed from the saved inputs, so higher derivatives are exact.
     """
 
     @staticmethod
-    def forward(ctx, module, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        is_lstm = cell == "lstm"
+    def forward(ctx, plan, weights, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        cell, is_lstm = plan.cell, plan.is_lstm
         hx = ((h0, c0) if is_lstm else h0) if h0 is not None else None
-        h, c, arrays = _forward_arrays(module, cell, x, hx)
-        ctx.cell, ctx.arrays, ctx.unbatched = cell, arrays, x.dim() == 1
+        h, c, arrays = _forward_arrays(plan, weights, x, hx)
+        ctx.cell, ctx.arrays, ctx.unbatched = cell, arrays, plan.unbatched
         ctx.set_materialize_grads(False)
         # Saved for torch's version checks and the create_graph backward; the fused backward
         # reads the arrays above (the same memory, no second numpy view per tensor).
@@ -412,7 +449,7 @@ def _routed_backward(cell, gh, gc, xa, ha, ca, w_ih, w_hh, h_out, ws, dc, dh, wa
 
 
 # Function.apply minus its Python preamble (functorch's dead-wrapper unwrapping, ~2 us a
-# call): cell_route sends only plain tensors here, with no torch.func transform active.
+# call): resolve sends only plain tensors here, with no torch.func transform active.
 _apply_step = torch._C._FunctionBase.__dict__["apply"].__get__(None, CellStep)
 
 _TORCH_CELLS = {"rnn_tanh": torch._VF.rnn_tanh_cell, "rnn_relu": torch._VF.rnn_relu_cell,

@@ -5,7 +5,7 @@ A T=1 call through the layer path pays for its generality (bias folding, the inp
 time loop's marshalling, stacking the states) on a problem of one step; the cells' path does
 the same math in one fused call. It applies to a unidirectional single layer without
 ``proj_size``, a dense (not packed) input with T=1, and states of exactly the expected shapes;
-everything else, and whatever ``cell_step.cell_route`` does not send to the fused step (other
+everything else, and whatever ``cell_step.resolve`` does not send to the fused step (other
 backends, native, compile/trace/torch.func, autocast, half precision), returns None and takes
 the general path, which raises torch.nn's own errors for malformed input.
 """
@@ -90,9 +90,9 @@ def step(module, input, hx):
     if view is None:
         view = module.__dict__["_fastrnn_step_view"] = _StepView(module)
     view.refresh()
-    way = cell_step.cell_route(view, x, cell_hx)
+    way, plan, weights = cell_step.resolve(view, x, cell_hx)
     if way == "step":  # no graph: shaped in numpy (torch's unsqueeze and clone cost ~4 us)
-        h, c = cell_step.inference_arrays(view, view._cell_name(), x, cell_hx)
+        h, c = cell_step.inference_arrays(plan, weights, x, cell_hx)
         if dim == 2:
             h, c = h[0], c[0]
         output = h[:, None] if (dim == 3 and module.batch_first) else h[None]
@@ -101,7 +101,7 @@ def step(module, input, hx):
         return (output, (h_n, torch.from_numpy(c[None]))) if is_lstm else (output, h_n)
     if way != "step_function":
         return None
-    out = cell_step.run(view, way, x, cell_hx)
+    out = cell_step.run(view, way, plan, weights, x, cell_hx)
     h, c = out if is_lstm else (out, None)
     output = h.unsqueeze(1) if (dim == 3 and module.batch_first) else h.unsqueeze(0)
     h_n = h.unsqueeze(0).clone()  # torch.nn's output and h_n do not share memory

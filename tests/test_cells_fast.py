@@ -233,6 +233,19 @@ def test_routes():
     assert cell_route(reference, x, None) == "layer"
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_nonlinearity_switched_between_calls_is_followed(grad):
+    """torch.nn's RNNCell reads ``nonlinearity`` at every call; so does the fused step, whose
+    per-kind plan would otherwise keep the first call's cell."""
+    fast, ref = _pair("RNNCell", {})
+    x, hx = _inputs("RNNCell", 3, True, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        for nonlinearity in ("tanh", "relu", "tanh"):
+            fast.nonlinearity = ref.nonlinearity = nonlinearity
+            assert cell_route(fast, x, hx) == ("step_function" if grad else "step")
+            torch.testing.assert_close(fast(x, hx), ref(x, hx), rtol=1e-12, atol=1e-12)
+
+
 def test_layer_routes_still_match_torch():
     """Under autocast, vmap and in bfloat16 the T=1 layer path runs; it stays correct."""
     fast, ref = _pair("GRUCell", {}, dtype=torch.float32)
