@@ -45,10 +45,18 @@ class Bounds(NamedTuple):
     # split by rows splits its hidden units across threads, a barrier per step
     # (numba.unit_split); below, one thread runs it
     split_units_from: int
+    # steps from which the forward of such a batch (from the layer's input) computes its input
+    # part on a second thread, ahead of the loop (numba.input_pipeline); below, the loop
+    # computes it itself (the team's launch, ~10 us, costs about what it takes off)
+    pipeline_steps_from: int
     source: str  # where the figures come from
 
 
 BOUNDS: dict[str, Bounds] = {
+    # Thin batches' input part on a second thread (input_pipeline.py, B=1, H=32/64, no_grad):
+    # 0.80-0.89x the loop computing it itself at T=300 in both classes, 0.87-1.10x at T=100,
+    # a loss below (1.1-1.5x at T=16-32); forward+backward 0.91-1.09x at T=300 (the backward
+    # dominates): pipeline-bound-2026-12-02-*.txt
     # Thin batches' units split across threads (unit_split.py, B=1 and 4, T=100): 0.6-0.9x
     # one thread's time from ~192 KB of W_hh (LSTM/GRU H=128, RNN H=256) up, in both classes;
     # below, the barrier per step costs more than it shares (H=32: 1.2-1.9x slower, H=64
@@ -62,6 +70,7 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=196_608,
+        pipeline_steps_from=200,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx512.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt, "
@@ -74,6 +83,7 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
         cell_inline_until=2_000_000, split_units_from=196_608,
+        pipeline_steps_from=200,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt, "
@@ -84,6 +94,7 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=NEVER,
+        pipeline_steps_from=NEVER,
         source="not measured (no tiles; oneDNN and cell bounds copied from the AVX-512 row)"),
 }
 

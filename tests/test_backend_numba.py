@@ -31,9 +31,10 @@ def test_input_gemm_inside_the_loop_matches_a_precomputed_xg(cell, proj, reverse
     if not numba.fuses_input_gemm(seq_len, batch, features, gates):
         pytest.skip("needs the register tiles")
     from fastrnn import product_routing
-    # thin slices of a product too big for the calling thread: one GEMM up front
+    # thin slices of a product too big for the calling thread, alone (no second thread to
+    # compute it ahead of the loop: input_pipeline): one GEMM up front
     big = product_routing.bounds().cell_inline_until
-    assert not numba.fuses_input_gemm(big, 1, 1, 1)
+    assert not numba._fuses(big, 1, 1, 1, 1, False)
     lengths = [(seq_len * (b + 1)) // batch for b in range(batch)][::-1] if lengths else None
     args = recurrence_inputs(cell, seq_len, batch, hidden, proj=proj, lengths=lengths,
                              dtype=dtype, seed=3)

@@ -111,6 +111,7 @@ def test_any_team_size_gives_the_same_result(threads):
 
 def test_applies_only_to_thin_batches_of_large_enough_weights(bound):
     unit_split = _split()
+    from fastrnn.backends.numba import threads
     bound(196_608)
     lstm = dict(gates=4, itemsize=4)
     assert unit_split.applies(1, 128, threads=2, **lstm)  # 256 KB of W_hh
@@ -118,7 +119,7 @@ def test_applies_only_to_thin_batches_of_large_enough_weights(bound):
     assert not unit_split.applies(1, 128, threads=1, **lstm)
     assert not unit_split.applies(8, 128, threads=2, **lstm)  # rows split across threads
     assert unit_split.applies(7, 128, threads=2, **lstm)
-    assert not unit_split.applies(1, 128, threads=unit_split._cores() + 1, **lstm)
+    assert not unit_split.applies(1, 128, threads=threads.cores() + 1, **lstm)
 
 
 def test_module_calls_take_the_split_where_it_applies(bound, calls):

@@ -29,10 +29,12 @@ def _check_cache() -> None:
 
 
 _check_cache()
-from fastrnn.backends.numba import loops, omp, threads, unit_split  # noqa: E402 (after the check)
+from fastrnn.backends.numba import (  # noqa: E402 (after the check)
+    input_pipeline, loops, omp, threads, unit_split)
 
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
+_NOT_PIPELINED = np.zeros(0, dtype=np.int64)  # forward_loop's ``ready`` where no thread feeds xg
 
 
 def unsupported_reasons(problem: Problem) -> list[str]:
@@ -116,21 +118,25 @@ def forward_from_input(cell, x, w_ih, bias, w_hh, b_hn, h0, c0, w_hr, lengths, r
 def fuses_input_gemm(seq_len: int, batch: int, inputs: int, gates: int) -> bool:
     """Whether ``forward_from_input`` runs the input GEMM (T*B, I) x (I, G*H) inside the loop
     (on the current thread count): step by step where every thread gets whole register tiles
-    of rows; for thinner slices (B=1) in chunks of ``ROWS`` steps, where one thread's share is
+    of rows; for thinner slices (B=1) ahead of the loop on a second thread where
+    ``input_pipeline`` applies, else in chunks of ``ROWS`` steps where one thread's share is
     small enough for the calling thread (``product_routing.beyond_calling_thread``: at T=100,
     B=1, H=64 LSTM torch's GEMM took 42 us inside a call, the chunks ~30 us)."""
-    return _fuses(seq_len, batch, inputs, gates, torch.get_num_threads())
+    threads_now = torch.get_num_threads()
+    return _fuses(seq_len, batch, inputs, gates, threads_now,
+                  input_pipeline.applies(seq_len, batch, threads_now))
 
 
 @functools.lru_cache(maxsize=1024)
-def _fuses(seq_len: int, batch: int, inputs: int, gates: int, threads: int) -> bool:
+def _fuses(seq_len: int, batch: int, inputs: int, gates: int, threads: int,
+           pipelined: bool) -> bool:
     from fastrnn import product_routing
     from fastrnn.backends.numba import threads as pool
     from fastrnn.backends.numba.vector_tile import AVAILABLE, ROWS
     if not AVAILABLE:
         return False
     widths = [hi - lo for lo, hi in pool.row_ranges(batch, threads)]
-    if min(widths) >= ROWS:
+    if min(widths) >= ROWS or pipelined:
         return True
     return not product_routing.beyond_calling_thread(seq_len * max(widths), inputs, gates)
 
@@ -195,18 +201,28 @@ def forward_arrays(cell, xg, x_in, w_ih, bias, w_hh, b_hn, h0, c0, w_hr_t, lengt
             lengths if lengths is not None else _full_lengths(batch, seq_len), bool(reverse),
             y, h_n, c_n, threads_now)
         return
+    # a thin batch's input part on a second thread, ahead of the loop (input_pipeline.py)
+    pipelined = fuse and input_pipeline.applies(seq_len, batch, threads_now)
+    if pipelined:
+        xg = np.empty((seq_len, batch, gates), dtype=y.dtype)
+    inside = fuse and not pipelined  # the input GEMM inside the loop
     # positionally, in loops.FORWARD_ARGS order (a dict by name cost ~2 us of a B=1 call;
     # test_backend_numba checks this order against FORWARD_ARGS)
-    _run("forward", (
-        CELLS[cell].code, _placeholder((0, 0, 0), dtype) if fuse else xg,
+    args = (
+        CELLS[cell].code, _placeholder((0, 0, 0), dtype) if inside else xg,
         x_in if fuse else _placeholder((0, 0, 0), dtype),
         w_ih if fuse else _placeholder((gates, 0), dtype),
         bias if fuse and bias is not None else _placeholder(0, dtype),
-        fuse, w_hh, b_hn if b_hn is not None else _placeholder(hidden, dtype), h0,
+        inside, w_hh, b_hn if b_hn is not None else _placeholder(hidden, dtype), h0,
         c0 if c0 is not None else _placeholder((batch, 0), dtype),
         w_hr_t if w_hr_t is not None else _placeholder((hidden, 1), dtype),
         w_hr_t is not None, lengths if lengths is not None else _full_lengths(batch, seq_len),
-        bool(reverse), ws.shape[2] > 0, y, h_n, c_n, ws), batch)
+        bool(reverse), ws.shape[2] > 0, y, h_n, c_n, ws,
+        input_pipeline.chunk_flags(seq_len) if pipelined else _NOT_PIPELINED)
+    if pipelined:
+        input_pipeline.run(args, batch)
+    else:
+        _run("forward", args, batch)
 
 
 def backward(cell, grad_y, grad_hn, grad_cn, w_hh, b_hn, h0, c0, w_hr, lengths, reverse, y,

@@ -12,6 +12,7 @@ from numba import njit
 
 from fastrnn import cells
 
+from .atomics import atomic_add, atomic_load
 from .math_kernels import sigmoid, tanh
 from .matmul import matmul_into, matmul_packed_into, pack_b
 from .vector_tile import ROWS
@@ -177,25 +178,56 @@ def _gru_grad(w, h_prev, dh, dx, d_pre, d_hn_out, direct, H):
 
 
 @njit(**_INLINE)
+def chunk_start(seq_len, s, reverse):
+    """(t_lo, steps): the ROWS steps (fewer at the end) processed from step s on occupy
+    t_lo:t_lo+steps in t, forwards or reversed."""
+    steps = min(ROWS, seq_len - s)
+    return (seq_len - s - steps if reverse else s), steps
+
+
+@njit(**_INLINE)
+def input_rows(x_rows, w_ih_p, bias, out):
+    """out (S, G*H) = x_rows (S, I) @ W_ih^T + bias (size 0: none), w_ih_p = pack_b(W_ih^T):
+    one batch row's input part for S steps, in whole register tiles."""
+    matmul_packed_into(x_rows, w_ih_p, out)
+    if bias.shape[0] > 0:
+        for q in range(out.shape[0]):
+            _add_into(out[q], bias)
+
+
+@njit(**_INLINE)
+def claim_input_chunk(x_in, w_ih_p, bias, xg, reverse, chunks):
+    """Claim the next chunk of ROWS steps nobody has claimed (in the order the loop runs its
+    steps), write its input part into xg (T,B,G*H) for every row of x_in (T,B,I) (w_ih_p =
+    pack_b(W_ih^T), bias (G*H,), size 0: none) and mark it done. chunks: int64 (1 + C,), C
+    chunks of the sequence: word 0 counts the claims, word 1 + c is 1 once chunk c is done
+    (``input_pipeline``: a second thread and the loop itself both claim). Returns False when
+    every chunk was claimed already."""
+    c = atomic_add(chunks, 0, 1)
+    if c >= chunks.shape[0] - 1:
+        return False
+    t_lo, steps = chunk_start(x_in.shape[0], c * ROWS, reverse)
+    for b in range(x_in.shape[1]):
+        input_rows(x_in[t_lo:t_lo + steps, b], w_ih_p, bias, xg[t_lo:t_lo + steps, b])
+    atomic_add(chunks, 1 + c, 1)
+    return True
+
+
+@njit(**_INLINE)
 def input_chunk(x_in, row0, w_ih_p, bias, gxc, s, reverse):
     """The input part of the ROWS steps from step s on (fewer at the end) for rows
     row0:row0+R of x_in (T,B,I), R = gxc.shape[0]: gxc[b, q] = x_in[t_lo + q, row0 + b] @ W_ih^T
     + bias (size 0: none), w_ih_p = pack_b(W_ih^T). Returns t_lo, the chunk's first step in t
     (its steps run t_lo upwards in t, forwards or reversed)."""
-    seq_len = x_in.shape[0]
-    steps = min(ROWS, seq_len - s)
-    t_lo = seq_len - s - steps if reverse else s
+    t_lo, steps = chunk_start(x_in.shape[0], s, reverse)
     for b in range(gxc.shape[0]):
-        matmul_packed_into(x_in[t_lo:t_lo + steps, row0 + b], w_ih_p, gxc[b, :steps])
-        if bias.shape[0] > 0:
-            for q in range(steps):
-                _add_into(gxc[b, q], bias)
+        input_rows(x_in[t_lo:t_lo + steps, row0 + b], w_ih_p, bias, gxc[b, :steps])
     return t_lo
 
 
 @njit(**_FAST)
 def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0, w_hr_t,
-                 has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, lo, hi):
+                 has_proj, lengths, reverse, need_ws, y, h_n, c_n, ws, ready, lo, hi):
     """Forward recurrence of batch rows lo:hi, writing y (T,B,R), h_n (B,R), c_n (B,H),
     ws (T,B,W*H) in place at those rows.
 
@@ -203,7 +235,12 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
     step as x_in[t] (T,B,I) @ w_ih^T + bias (G*H,; empty: none), w_ih (G*H,I) in torch's
     layout (packed transposed once per call, as W_hh; xg is then unused).
     w_hh (G*H,R) in torch's layout (packed transposed once per call); b_hn (H,) (zeros when
-    absent); h0 (B,R); c0 (B,H) for LSTM, (B,0) otherwise; w_hr_t (H,P) = W_hr^T when has_proj; lengths (B,) int64.
+    absent); h0 (B,R); c0 (B,H) for LSTM, (B,0) otherwise; w_hr_t (H,P) = W_hr^T when
+    has_proj; lengths (B,) int64. ready: size 0, or where a second thread computes xg ahead
+    of the loop (``input_pipeline``; x_in, w_ih and bias given, lo:hi all rows), the chunks'
+    claims and done flags (``claim_input_chunk``): at the first step of each chunk the loop
+    claims and computes chunks itself until that one is done, or waits while the other thread
+    is computing it.
     """
     seq_len = y.shape[0]
     gates = w_hh.shape[0]
@@ -228,8 +265,16 @@ def forward_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0
     # transposed copy made in torch first cost ~13 us per call at H=64, LSTM)
     w_hh_p = pack_b(w_hh.T)
     w_ih_p = pack_b(w_ih.T) if fuse_input_gemm else w_hh_p[:0]
+    pipelined = ready.shape[0] > 0
     for s in range(seq_len):
         t = seq_len - 1 - s if reverse else s
+        if pipelined and s % ROWS == 0:
+            chunk = 1 + s // ROWS
+            while atomic_load(ready, chunk) == 0:
+                if atomic_load(ready, 0) < chunk:  # not claimed yet (the other thread is late)
+                    if w_ih_p.shape[0] == 0:
+                        w_ih_p = pack_b(w_ih.T)
+                    claim_input_chunk(x_in, w_ih_p, bias, xg, reverse, ready)
         matmul_packed_into(h, w_hh_p, gh)
         if chunked:
             if s % ROWS == 0:
@@ -358,7 +403,8 @@ FORWARD_ARGS = (
     ("cell", "int"), ("xg", "f3"), ("x_in", "f3"), ("w_ih", "f2"), ("bias", "f1"),
     ("fuse_input_gemm", "bool"), ("w_hh", "f2"), ("b_hn", "f1"), ("h0", "f2"), ("c0", "f2"),
     ("w_hr_t", "f2"), ("has_proj", "bool"), ("lengths", "i1"), ("reverse", "bool"),
-    ("need_ws", "bool"), ("y", "f3"), ("h_n", "f2"), ("c_n", "f2"), ("ws", "f3"))
+    ("need_ws", "bool"), ("y", "f3"), ("h_n", "f2"), ("c_n", "f2"), ("ws", "f3"),
+    ("ready", "i1"))
 BACKWARD_ARGS = (
     ("cell", "int"), ("grad_y", "f3"), ("grad_hn", "f2"), ("grad_cn", "f2"), ("w_hh", "f2"),
     ("h0", "f2"), ("c0", "f2"), ("w_hr", "f2"), ("has_proj", "bool"), ("lengths", "i1"),

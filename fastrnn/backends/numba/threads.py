@@ -37,6 +37,16 @@ def row_ranges(batch: int, threads: int) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+@functools.lru_cache(maxsize=1)
+def cores() -> int:
+    """The cores this process may run on (a team spinning on each other's progress must not
+    have more threads than this: ``unit_split``, ``input_pipeline``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux (nor is the OpenMP bridge)
+        return os.cpu_count() or 1
+
+
 def _executor(workers: int) -> ThreadPoolExecutor:
     global _pool, _pool_owner
     with _lock:

@@ -26,47 +26,22 @@ is the decision (the per-class bound ``product_routing.Bounds.split_units_from``
 ``fastrnn.backends.numba.forward_arrays`` the one caller. Shapes as in ``loops.forward_loop``.
 """
 import functools
-import os
 
 import numpy as np
-from numba import carray, njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from fastrnn import product_routing
 
 from . import omp
+from .atomics import atomic_add, atomic_load
 from .loops import (GRU, LSTM, RNN_RELU, RNN_TANH, _add_into, _copy, _gru_row, _lstm_row,
                     _rnn_row, input_chunk)
 from .matmul import matmul_packed_into, pack_b
-from .threads import row_ranges
+from .threads import cores, row_ranges
 from .vector_tile import ROWS
 
 _FAST = dict(cache=True, nogil=True, error_model="numpy",
              fastmath={"contract", "arcp", "afn", "reassoc"})
-
-
-@intrinsic
-def _atomic_add(typingctx, array, index, value):
-    """array[index] += value atomically (sequentially consistent); returns the old value."""
-    if not (isinstance(array, types.Array) and array.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.atomic_rmw("add", builder.gep(data, [args[1]]), args[2], "seq_cst")
-    return types.int64(array, types.intp, types.int64), codegen
-
-
-@intrinsic
-def _atomic_load(typingctx, array, index):
-    """array[index], read with acquire ordering."""
-    if not (isinstance(array, types.Array) and array.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        return builder.load_atomic(builder.gep(data, [args[1]]), "acquire", 8)
-    return types.int64(array, types.intp), codegen
 
 
 _ARRIVED, _GENERATION = 0, 8  # words of the barrier's state, 64 bytes apart
@@ -81,13 +56,13 @@ def _barrier(state, parts):
     writes before the barrier before every read after it). A thread that has polled ~0.1 ms
     yields its core on every further poll, so a team larger than the cores it runs on still
     makes progress."""
-    generation = _atomic_load(state, _GENERATION)
-    if _atomic_add(state, _ARRIVED, 1) == parts - 1:
-        _atomic_add(state, _ARRIVED, -parts)
-        _atomic_add(state, _GENERATION, 1)
+    generation = atomic_load(state, _GENERATION)
+    if atomic_add(state, _ARRIVED, 1) == parts - 1:
+        atomic_add(state, _ARRIVED, -parts)
+        atomic_add(state, _GENERATION, 1)
     else:
         spins = 0
-        while _atomic_load(state, _GENERATION) == generation:
+        while atomic_load(state, _GENERATION) == generation:
             spins += 1
             if spins > _SPINS:  # the others are not running (more threads than cores?)
                 omp.sched_yield()
@@ -187,8 +162,7 @@ def forward_units_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, 
 @njit(inline="always")
 def _run_job(data, template):
     """The cfunc body: unpack the job ``run`` packed and run this thread's units."""
-    size = carray(omp._int64_pointer(data), (omp.HEADER,))[7]
-    job = carray(omp._int64_pointer(data), (size,))
+    job = omp.job_words(data)
     parts = min(job[0], omp.num_threads())  # the team OpenMP actually handed out
     part = omp.thread_num()
     ints = np.empty(0, dtype=np.int64)
@@ -234,15 +208,6 @@ def run(code, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, h0, c0, lengths
     omp.launch("forward_units", y.dtype, job, threads)
 
 
-@functools.lru_cache(maxsize=1)
-def _cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux (nor is the OpenMP bridge)
-        return os.cpu_count() or 1
-
-
 def applies(batch: int, hidden: int, gates: int, itemsize: int, threads: int) -> bool:
     """Whether a forward without workspace or projection splits units (on ``threads``): where
     rows cannot be split (fewer than two threads' worth), several threads are there (and no
@@ -257,6 +222,6 @@ def applies(batch: int, hidden: int, gates: int, itemsize: int, threads: int) ->
 def _applies(batch, hidden, gates, itemsize, threads, bound) -> bool:
     if threads < 2 or hidden < threads or len(row_ranges(batch, threads)) > 1:
         return False
-    if threads > _cores():  # spinning threads would wait on threads that are not running
+    if threads > cores():  # spinning threads would wait on threads that are not running
         return False
     return gates * hidden * hidden * itemsize >= bound and omp.available()
