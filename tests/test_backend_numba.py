@@ -130,6 +130,23 @@ def test_openmp_bridge_found_on_linux_torch_with_openmp():
     assert omp.available() == (not machine.generic_only())
 
 
+def test_job_layout_and_its_errors():
+    """omp.pack's job (built in numba): header [threads, batch, flags..., 0s, size], then each
+    array's address and shape in order; a non-contiguous array or too many flags: ValueError."""
+    _numba()
+    import numpy as np
+
+    from fastrnn.backends.numba import omp
+    a, b = np.zeros((2, 3, 4)), np.zeros(5, dtype=np.int64)
+    job = omp.pack(2, 7, (1, 0, 9), (a, b))
+    assert list(job[:8]) == [2, 7, 1, 0, 9, 0, 0, job.size]
+    assert list(job[8:]) == [a.ctypes.data, 2, 3, 4, b.ctypes.data, 5]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        omp.pack(2, 7, (), (a[:, :, ::2],))
+    with pytest.raises(ValueError, match="scalars fit"):
+        omp.pack(2, 7, (0,) * 6, (a,))
+
+
 def test_concurrent_calls_from_python_threads():
     # each calling thread gets its own OpenMP team (or pool work): results must not mix
     _numba()
