@@ -28,6 +28,18 @@ def case_id(case) -> str:
 CASE_IDS = [case_id(c) for c in CASES]
 
 
+def bound_setter(monkeypatch, field: str):
+    """A function setting ``field`` of this CPU class's ``product_routing.BOUNDS`` row for the
+    test (restored after it): forces one side of a per-class routing decision."""
+    from fastrnn import machine, product_routing
+    isa = machine.cpu_isa()
+
+    def set_to(value):
+        monkeypatch.setitem(product_routing.BOUNDS, isa,
+                            product_routing.BOUNDS[isa]._replace(**{field: value}))
+    return set_to
+
+
 def backend_or_skip(name: str, device: str = DEVICE, dtype=torch.float64, cell="lstm", proj=0):
     """Skip the calling test with the backend's own reasons when it cannot run here (for
     ``cell`` with LSTM projection ``proj``)."""

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import backend_or_skip
+from conftest import backend_or_skip, bound_setter
 from contract import valid_steps
-from fastrnn import machine, product_routing
+from fastrnn import product_routing
 from fastrnn.testing import recurrence_inputs
 
 
@@ -24,12 +24,7 @@ def _pipeline():
 @pytest.fixture
 def bound(monkeypatch):
     """Set this class's pipeline_steps_from for the test."""
-    isa = machine.cpu_isa()
-
-    def set_to(value):
-        monkeypatch.setitem(product_routing.BOUNDS, isa,
-                            product_routing.BOUNDS[isa]._replace(pipeline_steps_from=value))
-    return set_to
+    return bound_setter(monkeypatch, "pipeline_steps_from")
 
 
 @pytest.fixture

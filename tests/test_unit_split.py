@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import backend_or_skip
-from fastrnn import machine, product_routing
+from conftest import backend_or_skip, bound_setter
+from fastrnn import product_routing
 from fastrnn.testing import recurrence_inputs
 
 
@@ -22,12 +22,7 @@ def _split():
 @pytest.fixture
 def bound(monkeypatch):
     """Set this class's split_units_from for the test."""
-    isa = machine.cpu_isa()
-
-    def set_to(value):
-        monkeypatch.setitem(product_routing.BOUNDS, isa,
-                            product_routing.BOUNDS[isa]._replace(split_units_from=value))
-    return set_to
+    return bound_setter(monkeypatch, "split_units_from")
 
 
 @pytest.fixture
