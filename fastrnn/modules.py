@@ -17,10 +17,11 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import layer_weight_shapes, module_cell_name
 from fastrnn.contexts import context_backend, is_symbolic
+from fastrnn.eager import only_eager_sees
 from fastrnn.dispatch import (_module_choices, check_backend_name, choose_module_backend,
                               env_backend_token, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
-from fastrnn import layer_step, sequence_inference
+from fastrnn import dispatch, layer_step, sequence_inference
 from fastrnn.scripting import torch_view
 
 
@@ -228,7 +229,37 @@ class RecurrentMixin(BackendMixin):
 
     def _call_backend(self, input) -> str:
         """'native' or the kernel for this call; 'auto'/the explicit name when the input is
-        malformed (the fastrnn path then raises torch.nn's own error for it)."""
+        malformed (the fastrnn path then raises torch.nn's own error for it).
+
+        A plain-tensor call in plain eager mode (no autocast) of a kind this module saw
+        before is one lookup in the module's memo, ~1.2 us: where auto sends the call to
+        torch.nn, this is all fastrnn adds to torch.nn's own time (``_choose`` alone cost
+        ~2.8 us with the size parsing before it). The memo holds while dispatch keeps the
+        choices it repeats (``dispatch.choices_generation``)."""
+        if input.__class__ is not torch.Tensor or not only_eager_sees():
+            return self._call_backend_uncached(input)
+        device = input.device
+        if torch.is_autocast_enabled(device.type):  # asked afresh, as dispatch does then
+            return self._call_backend_uncached(input)
+        w = self._flat_weights
+        grad = torch.is_grad_enabled() and (input.requires_grad
+                                            or any(p.requires_grad for p in w))
+        key = (input.shape, input.dtype, device, grad, self.training, self.backend,
+               self.batch_first, env_backend_token())
+        memo = self.__dict__.get("_fastrnn_backends")
+        if memo is not None and memo[0] == dispatch.choices_generation:
+            backend = memo[1].get(key)
+            if backend is not None:
+                return backend
+        else:
+            memo = None
+        backend = self._call_backend_uncached(input)
+        if memo is None or len(memo[1]) >= 256:
+            memo = self.__dict__["_fastrnn_backends"] = (dispatch.choices_generation, {})
+        memo[1][key] = backend
+        return backend
+
+    def _call_backend_uncached(self, input) -> str:
         if isinstance(input, PackedSequence):
             x, seq_len = input.data, input.batch_sizes.numel()
             batch, packed = (int(input.batch_sizes[0]) if seq_len else 0), True
@@ -247,6 +278,11 @@ class RecurrentMixin(BackendMixin):
                             self.proj_size, packed, "sequence")
 
     def forward(self, input, hx=None):
+        # the backend first (a repeated kind of call: one lookup), so that a call auto sends
+        # to torch.nn pays nothing for fastrnn's paths (they cost 5 us a T=1 call before)
+        backend = self._call_backend(input)
+        if backend == "native":
+            return self._torch_class.forward(self, input, hx)
         if input.__class__ is torch.Tensor:
             if self.num_layers == 1:
                 # one step of one layer: the cells' fused step where it applies (layer_step)
@@ -257,9 +293,6 @@ class RecurrentMixin(BackendMixin):
             done = sequence_inference.run(self, input, hx)
             if done is not None:
                 return done
-        backend = self._call_backend(input)
-        if backend == "native":
-            return self._torch_class.forward(self, input, hx)
         self._update_flat_weights()
         given_hx = hx
         x, batch_sizes, hx, info = self._expand_input(input, hx)

@@ -52,8 +52,8 @@ def _states_signature(hx):
 
 
 def _plan(module, input: Tensor, hx) -> str:
-    """'fast' | 'native' | 'general' for a call of this signature (grad mode off, plain eager
-    mode: ``route``)."""
+    """'fast' | 'general' for a call of this signature (grad mode off, plain eager mode:
+    ``route``)."""
     dim = input.dim()
     if dim not in (2, 3) or module.proj_size or input.dtype not in _DTYPES or not input.is_cpu:
         return "general"
@@ -64,9 +64,7 @@ def _plan(module, input: Tensor, hx) -> str:
     batch = input.size(0 if module.batch_first else 1) if batched else 1
     if seq_len == 0 or batch == 0 or input.size(-1) != module.input_size:
         return "general"
-    backend = module._call_backend(input)
-    if backend == "native":
-        return "native"
+    backend = module._call_backend(input)  # native never gets here (the module's forward)
     dropout = module.training and module.dropout > 0 and module.num_layers > 1
     if backend != "numba" or dropout:
         return "general"
@@ -83,9 +81,8 @@ def _plan(module, input: Tensor, hx) -> str:
 
 
 def route(module, input: Tensor, hx) -> str:
-    """How ``module(input, hx)`` runs with grad mode off in plain eager mode: 'fast' (this
-    path), 'native' (torch.nn's forward: auto measured it faster) or 'general' (the layer
-    path). From the module's memo when a call of this signature was seen before and dispatch
+    """How ``module(input, hx)`` runs with grad mode off in plain eager mode, once the module
+    has not sent it to torch.nn: 'fast' (this path) or 'general' (the layer path). From the module's memo when a call of this signature was seen before and dispatch
     still keeps the backend choice it rests on (``dispatch.clear_caches`` forgets both)."""
     states = _states_signature(hx)
     if states is False:
@@ -144,10 +141,7 @@ def run(module, input: Tensor, hx):
     Returns what torch.nn returns: (output, h_n) or (output, (h_n, c_n))."""
     if torch.is_grad_enabled() or not only_eager_sees():
         return None
-    way = route(module, input, hx)
-    if way == "native":
-        return module._torch_class.forward(module, input, hx)
-    if way != "fast":
+    if route(module, input, hx) != "fast":
         return None
     dtype = input.dtype
     groups = _weights(module, dtype)

@@ -169,6 +169,53 @@ def test_module_auto_follows_the_table(table):
     assert sorted(dispatch._module_choices.values()) == ["native", "numba"]
 
 
+def test_single_step_layers_follow_the_tables_sequence_points(table, monkeypatch):
+    """A T=1 call of a one-layer module is chosen from the sequence points at T=1 (they time
+    that call), never from the cell points (torch.nn's cell is far cheaper than its layer)."""
+    from fastrnn import layer_step, sequence_inference
+    table([_point(T=1, B=2, H=4, mode="training", kernel_ms=0.5, native_ms=1.0),
+           _point(T=1, B=2, H=4, mode="inference", kernel_ms=2.0, native_ms=1.0),
+           _point(kind="cell", B=2, H=4, mode="training", kernel_ms=2.0, native_ms=1.0),
+           _point(kind="cell", B=2, H=4, mode="inference", kernel_ms=0.5, native_ms=1.0)])
+    torch.manual_seed(0)
+    fast, ref = fastrnn.LSTM(4, 4), nn.LSTM(4, 4)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 2, 4)
+    entered = []
+    for name, module in (("step", layer_step), ("run", sequence_inference)):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, real=real, name=name: (
+            entered.append(name), real(*a))[1])
+    out = fast(x)[0]  # training: the kernel, on the fused step
+    assert "numba" in dispatch._module_choices.values() and entered == ["step"]
+    torch.testing.assert_close(out, ref(x)[0], atol=1e-6, rtol=1e-6)
+    entered.clear()
+    with torch.no_grad():  # inference: torch.nn, before any of fastrnn's paths
+        assert torch.equal(fast(x)[0], ref(x)[0])
+    assert entered == []
+
+
+def test_module_backend_memo_follows_what_the_choice_depends_on(table):
+    """The per-module memo of a call's backend sees frozen weights, train/eval, a changed
+    ``backend`` attribute and dispatch.clear_caches."""
+    table([_point(T=5, B=3, H=4, kernel_ms=0.5, native_ms=1.0),
+           _point(T=5, B=3, H=4, mode="training", kernel_ms=2.0, native_ms=1.0)])
+    fast = fastrnn.LSTM(4, 4)
+    x = torch.randn(5, 3, 4)
+    assert fast._call_backend(x) == "native"  # the weights require grad: training
+    assert fast._call_backend(x) == "native"  # from the memo
+    fast.requires_grad_(False)
+    assert fast._call_backend(x) == "numba"
+    assert fast._call_backend(x.requires_grad_()) == "native"
+    with torch.no_grad():
+        assert fast._call_backend(x) == "numba"
+    fast.backend = "native"
+    assert fast._call_backend(x.detach()) == "native"
+    fast.backend = "auto"
+    table([_point(T=5, B=3, H=4, kernel_ms=2.0, native_ms=1.0)])  # clears the caches
+    assert fast._call_backend(x.detach()) == "native"
+
+
 def test_shipped_tables_parse_and_name_their_source():
     for path in sorted(auto.TABLE_DIR.glob("auto-*.json")):
         data = json.loads(path.read_text())
