@@ -21,7 +21,7 @@ from fastrnn.eager import only_eager_sees
 from fastrnn.dispatch import (_module_choices, check_backend_name, choose_module_backend,
                               env_backend_token, module_choice_key, requested_backend)
 from fastrnn.layers import run_stack
-from fastrnn import dispatch, layer_step, sequence_inference
+from fastrnn import dispatch, layer_step, native_call, sequence_inference
 from fastrnn.scripting import torch_view
 
 
@@ -279,10 +279,11 @@ class RecurrentMixin(BackendMixin):
 
     def forward(self, input, hx=None):
         # the backend first (a repeated kind of call: one lookup), so that a call auto sends
-        # to torch.nn pays nothing for fastrnn's paths (they cost 5 us a T=1 call before)
+        # to torch.nn pays nothing for fastrnn's paths (they cost 5 us a T=1 call before);
+        # native: torch.nn's forward, or for a repeated dense CPU call its op (native_call)
         backend = self._call_backend(input)
         if backend == "native":
-            return self._torch_class.forward(self, input, hx)
+            return native_call.run(self, input, hx)
         if input.__class__ is torch.Tensor:
             if self.num_layers == 1:
                 # one step of one layer: the cells' fused step where it applies (layer_step)
