@@ -12,6 +12,7 @@ from fastrnn.cells import step_weight_shapes
 from fastrnn.cell_step import resolve, run as run_step
 from fastrnn.layer import layer_direction
 from fastrnn.modules import BackendMixin, raise_like_torch
+from fastrnn.native_call import run_cell as run_native
 
 
 class CellMixin(BackendMixin):
@@ -54,7 +55,7 @@ class CellMixin(BackendMixin):
     def forward(self, input, hx=None):
         way, plan, weights = resolve(self, input, hx)  # the cells' own fused step where it applies
         if way == "native":
-            return self._torch_class.forward(self, input, hx)
+            return run_native(self, input, hx)
         if way != "layer":
             return run_step(self, way, plan, weights, input, hx)
         label = self._label

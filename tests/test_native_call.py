@@ -107,3 +107,55 @@ def test_parametrized_weights_and_packed_input_take_torch_nns_forward(op_calls):
     for _ in range(2):
         assert torch.equal(fast(packed)[0].data, ref(packed)[0].data)
     assert op_calls == []
+
+
+CELL_CONFIGS = [("RNNCell", {}), ("RNNCell", {"nonlinearity": "relu"}), ("LSTMCell", {}),
+                ("GRUCell", {}), ("GRUCell", {"bias": False})]
+
+
+@pytest.mark.parametrize("kind,kwargs", CELL_CONFIGS)
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_cells_repeated_calls_are_bit_identical_to_torch_nn(kind, kwargs, batched, with_hx,
+                                                            op_calls):
+    torch.manual_seed(0)
+    ref = getattr(nn, kind)(4, 5, **kwargs).double()
+    fast = getattr(fastrnn, kind)(4, 5, backend="native", **kwargs).double()
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(*((3, 4) if batched else (4,)), dtype=torch.float64, requires_grad=True)
+    shape = (3, 5) if batched else (5,)
+    make = lambda: torch.randn(*shape, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    hx = ((make(), make()) if kind == "LSTMCell" else make()) if with_hx else None
+    states = [] if hx is None else list(hx if isinstance(hx, tuple) else (hx,))
+    for _ in range(3):
+        results = []
+        for module in (ref, fast):
+            out = module(x, hx)
+            outs = list(out) if isinstance(out, tuple) else [out]
+            loss = sum((o * (i + 1)).sin().sum() for i, o in enumerate(outs))
+            results.append(outs + list(torch.autograd.grad(
+                loss, [x, *module.parameters(), *states])))
+        for a, b in zip(*results):
+            assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    assert len(op_calls) == 2
+
+
+def test_cells_changed_nonlinearity_and_bad_states_raise_torch_nn_errors(op_calls):
+    ref, fast = nn.RNNCell(4, 5), fastrnn.RNNCell(4, 5, backend="native")
+    x = torch.randn(3, 4)
+    fast(x), fast(x)
+    assert len(op_calls) == 1
+    for module in (ref, fast):
+        module.nonlinearity = "relu"
+    fast.load_state_dict(ref.state_dict())
+    assert torch.equal(fast(x), ref(x)) and torch.equal(fast(x), ref(x))
+    for bad in ("states", "nonlinearity"):
+        if bad == "nonlinearity":
+            for module in (ref, fast):
+                module.nonlinearity = "gelu"
+        hx = torch.zeros(2, 5) if bad == "states" else None  # a batch of 2 for 3 inputs
+        with pytest.raises(RuntimeError) as want:
+            ref(x, hx)
+        with pytest.raises(RuntimeError) as got:
+            fast(x, hx)
+        assert str(got.value) == str(want.value)
