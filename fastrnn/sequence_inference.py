@@ -26,6 +26,7 @@ from torch import Tensor
 from fastrnn import dispatch, gemm
 from fastrnn.cells import cell_spec, module_cell_name
 from fastrnn.eager import only_eager_sees
+from fastrnn.native_call import states_signature
 from fastrnn.parameter_views import NUMPY_DTYPES, numpy_view, parameter_views
 
 _DTYPES = (torch.float32, torch.float64)
@@ -38,17 +39,6 @@ def _backend():
         from fastrnn.backends import numba
         _LOADED.append(numba)
     return _LOADED[0]
-
-
-def _states_signature(hx):
-    if hx is None:
-        return None
-    if type(hx) is Tensor:
-        return (hx.shape, hx.dtype, hx.device)
-    if type(hx) is tuple and len(hx) == 2 and type(hx[0]) is Tensor and type(hx[1]) is Tensor:
-        h, c = hx
-        return (h.shape, h.dtype, h.device, c.shape, c.dtype, c.device)
-    return False  # some other structure: the general path deals with it
 
 
 def _plan(module, input: Tensor, hx) -> str:
@@ -82,10 +72,11 @@ def _plan(module, input: Tensor, hx) -> str:
 
 def route(module, input: Tensor, hx) -> str:
     """How ``module(input, hx)`` runs with grad mode off in plain eager mode, once the module
-    has not sent it to torch.nn: 'fast' (this path) or 'general' (the layer path). From the module's memo when a call of this signature was seen before and dispatch
-    still keeps the backend choice it rests on (``dispatch.clear_caches`` forgets both)."""
-    states = _states_signature(hx)
-    if states is False:
+    has not sent it to torch.nn: 'fast' (this path) or 'general' (the layer path). From the
+    module's memo when a call of this signature was seen before and dispatch still keeps the
+    backend choice it rests on (``dispatch.clear_caches`` forgets both)."""
+    states = states_signature(hx)
+    if states is False:  # some other structure: the general path deals with it
         return "general"
     signature = (input.shape, input.dtype, input.device, torch.is_autocast_enabled("cpu"),
                  module.backend, module.training, module.batch_first, module.dropout,
