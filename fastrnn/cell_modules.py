@@ -9,10 +9,10 @@ from torch import nn
 
 from fastrnn.autocast import autocast_compute_dtype
 from fastrnn.cells import step_weight_shapes
-from fastrnn.cell_step import resolve, run as run_step
+from fastrnn.cell_step import native_ran, resolve, run as run_step
 from fastrnn.layer import layer_direction
 from fastrnn.modules import BackendMixin, raise_like_torch
-from fastrnn.native_call import run_cell as run_native
+from fastrnn.native_call import run_cell_op
 
 
 class CellMixin(BackendMixin):
@@ -54,8 +54,12 @@ class CellMixin(BackendMixin):
 
     def forward(self, input, hx=None):
         way, plan, weights = resolve(self, input, hx)  # the cells' own fused step where it applies
+        if way == "native_op":  # a kind of call torch.nn's forward below ran before
+            return run_cell_op(self, plan, input, hx)
         if way == "native":
-            return run_native(self, input, hx)
+            result = self._torch_class.forward(self, input, hx)  # checks, raises its errors
+            native_ran(self, input, hx)
+            return result
         if way != "layer":
             return run_step(self, way, plan, weights, input, hx)
         label = self._label

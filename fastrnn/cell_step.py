@@ -18,6 +18,9 @@ and only the gate math in the kernel (``_routed_products``; in line, B=64 H=256 
 answer alone, for the tests):
 
 - ``"native"``: torch.nn's own forward (``auto`` measured it faster, or ``backend='native'``);
+- ``"native_op"``: the same for a kind of call torch.nn's forward has already run here
+  (``native_ran``), on a CPU outside autocast: the ATen op that forward calls, without its
+  Python (``fastrnn.native_call.run_cell_op``; its plan is the cell's name);
 - ``"step"``: the fused step, no graph recorded;
 - ``"step_function"``: the fused step inside ``CellStep`` (an autograd.Function);
 - ``"layer"``: everything else, a T=1 sequence on ``fastrnn.layer.layer_direction``: other
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastrnn import dispatch, gemm, product_routing
+from fastrnn import dispatch, gemm, native_call, product_routing
 from fastrnn.cells import CELLS, step_weight_shapes
 from fastrnn.eager import only_eager_sees
 from fastrnn.parameter_views import NUMPY_DTYPES, numpy_view, parameter_views
@@ -161,11 +164,15 @@ _LAYER = ("layer", None, None)
 def resolve(module, input, hx) -> tuple:
     """(way, plan, weights) for ``module(input, hx)``: way as ``cell_route`` answers it; for
     'step' and 'step_function' the call kind's ``StepPlan`` and the weights' numpy views
-    (``_weights``), else None, None. A repeated kind of call is one lookup in the module's
+    (``_weights``); for 'native_op' the cell's name and None; else None, None. A repeated kind of call is one lookup in the module's
     memo (``_signature``), valid while dispatch keeps the backend choice it rests on, plus the
     weights' check."""
     if type(input) is not Tensor or not only_eager_sees():
         return _LAYER  # other contexts: the general path (fastrnn.contexts decides there)
+    params = module._parameters
+    if ("weight_ih" not in params or "weight_hh" not in params or "bias_ih" not in params
+            or "bias_hh" not in params):
+        return _LAYER  # a parametrized weight: the general path reads it as torch.nn does
     signature = _signature(module, input, hx)
     memo = module.__dict__.get("_fastrnn_routes")
     hit = memo.get(signature) if memo is not None and signature is not None else None
@@ -176,8 +183,8 @@ def resolve(module, input, hx) -> tuple:
                 memo = module.__dict__["_fastrnn_routes"] = {}
             memo[signature] = hit
     plan = hit[2]
-    if plan is None:
-        return hit[0], None, None
+    if plan is None or hit[0] == "native_op":
+        return hit[0], plan, None
     weights = _weights(module._parameters, input.dtype, module)
     if weights is None:
         return _LAYER
@@ -185,10 +192,27 @@ def resolve(module, input, hx) -> tuple:
 
 
 def cell_route(module, input, hx) -> str:
-    """What runs ``module(input, hx)`` (see the module docstring): 'native', 'step',
-    'step_function' or 'layer'. 'native' is decided first, from the call's kind alone (it
-    costs torch.nn's call ~1 us more); the fused step then needs well-formed arguments."""
+    """What runs ``module(input, hx)`` (see the module docstring): 'native', 'native_op',
+    'step', 'step_function' or 'layer'. 'native' is decided first, from the call's kind alone
+    (it costs torch.nn's call ~1.5 us more); the fused step then needs well-formed arguments."""
     return resolve(module, input, hx)[0]
+
+
+def native_ran(module, input, hx) -> None:
+    """Called once torch.nn's forward has returned for a call ``resolve`` sent to 'native':
+    from now on that kind of call is 'native_op' (torch.nn's Python checks passed for its
+    shapes, dtypes and devices; the op checks the rest itself). Only a plain CPU call
+    outside autocast whose weights are all plain parameters qualifies (else torch.nn's
+    forward keeps running it: it finds parametrized weights, casts under autocast)."""
+    if not input.is_cpu or torch.is_autocast_enabled("cpu"):
+        return
+    signature = _signature(module, input, hx)
+    memo = module.__dict__.get("_fastrnn_routes")
+    hit = memo.get(signature) if memo is not None and signature is not None else None
+    if (hit is None or hit[0] != "native" or hit[1] != dispatch.choices_generation
+            or native_call.cell_weights(module) is None):
+        return
+    memo[signature] = ("native_op", hit[1], module._cell_name())
 
 
 def _route(module, input, hx) -> tuple:

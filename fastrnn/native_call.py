@@ -1,6 +1,6 @@
 """The ``native`` backend's module call: torch.nn's own forward, and for a repeated kind of
 dense CPU call in plain eager mode the very ATen op that forward calls, without its Python
-(``run`` for RNN/LSTM/GRU, ``run_cell`` for the cells).
+(``run`` for RNN/LSTM/GRU, ``run_cell_op`` for the cells).
 
 Why a shortcut: torch.nn's ``RNN``/``LSTM``/``GRU.forward`` spends ~13 us of Python around the
 op on every call (rebuilding ``_flat_weights`` through ``getattr``, the shape checks, the
@@ -17,6 +17,8 @@ everything and raises torch.nn's errors; only once that call returned is the sig
 dropout). The weights are read fresh each call from ``_parameters`` (a reassigned parameter is
 used at once); a module whose weights are not all plain parameters (parametrizations), packed
 input, autocast, other devices and any tracing/compile/torch.func context take torch.nn's forward.
+The cells keep their signatures in the route memo they consult anyway (``fastrnn.cell_step``:
+its way 'native_op'), so a repeated native cell call costs one lookup besides the op.
 """
 from __future__ import annotations
 
@@ -115,7 +117,7 @@ def run(module, input, hx):
     return output, hidden
 
 
-def _cell_weights(module):
+def cell_weights(module):
     """(w_ih, w_hh, b_ih, b_hh) as torch.nn's cell forward reads them, or None when a weight is
     not a plain parameter (parametrizations: torch.nn's forward finds it)."""
     params = module._parameters
@@ -125,24 +127,15 @@ def _cell_weights(module):
     return w_ih, w_hh, params["bias_ih"], params["bias_hh"]
 
 
-def run_cell(module, input, hx):
-    """``cell(input, hx)`` as torch.nn's cell forward computes it (module docstring).
-    input (B, I) or (I,); hx (B, H) / (H,) or, for LSTMCell, a pair of them."""
-    forward = module._torch_class.forward
-    # cell_step.resolve answers 'native' only for a plain tensor in plain eager mode (else
-    # 'layer'), so of _applies' checks only these two are left (~0.3 us of a call less)
-    if not input.is_cpu or torch.is_autocast_enabled("cpu"):
-        return forward(module, input, hx)
-    cell = module._cell_name() if module.__dict__.get("nonlinearity") in (None, "tanh",
-                                                                         "relu") else None
-    states = states_signature(hx)
-    signature = (None if cell is None or states is False else
-                 (input.shape, input.dtype, states, cell, module.input_size, module.hidden_size))
-    weights = _cell_weights(module) if _seen(module, signature) else None
-    if weights is None:
-        result = forward(module, input, hx)  # checks the call, raises torch.nn's errors
-        _remember(module, signature)
-        return result
+def run_cell_op(module, cell: str, input, hx):
+    """``cell(input, hx)`` as torch.nn's cell forward computes it, for a kind of call that
+    forward has already run (``fastrnn.cell_step.resolve`` answered 'native_op': a plain CPU
+    tensor in plain eager mode outside autocast, shapes, dtypes and devices as before).
+    cell: 'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'. input (B, I) or (I,); hx (B, H) / (H,)
+    or, for LSTMCell, a pair of them, or None."""
+    weights = cell_weights(module)
+    if weights is None:  # parametrized since: torch.nn's forward finds the weights
+        return module._torch_class.forward(module, input, hx)
     batched = input.dim() == 2
     x = input if batched else input.unsqueeze(0)
     is_lstm = cell == "lstm"

@@ -302,3 +302,36 @@ def test_empty_batch_matches_torch():
 def test_kernel_cell_codes_agree_with_cells():
     assert (kernels.RNN_TANH, kernels.RNN_RELU, kernels.LSTM, kernels.GRU) == tuple(
         CELLS[name].code for name in ("rnn_tanh", "rnn_relu", "lstm", "gru"))
+
+
+class _Twice(nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+@pytest.mark.parametrize("backend", ["auto", "numba", "native", "reference"])
+@pytest.mark.parametrize("name,kwargs", CELL_KINDS)
+def test_parametrized_weights_match_torch_nn(backend, name, kwargs):
+    """weight_norm-style parametrizations take a weight out of ``_parameters``: the cell reads
+    it as torch.nn does (this crashed with a KeyError in grad mode before)."""
+    from torch.nn.utils import parametrize
+    fast, ref = _pair(name, kwargs)
+    fast.backend = backend
+    for module in (fast, ref):
+        parametrize.register_parametrization(module, "weight_hh", _Twice())
+        parametrize.register_parametrization(module, "bias_ih", _Twice())
+    x, hx = _inputs(name, 3, True)
+    for grad in (True, False, True):
+        with torch.set_grad_enabled(grad):
+            outs = []
+            for module in (fast, ref):
+                out = module(x, hx)
+                out = list(out) if isinstance(out, tuple) else [out]
+                if grad:
+                    out += torch.autograd.grad(
+                        sum(o.sum() for o in out),
+                        [x, module.parametrizations.weight_hh.original,
+                         module.parametrizations.bias_ih.original])
+                outs.append(out)
+            for a, b in zip(*outs):
+                torch.testing.assert_close(a, b)

@@ -17,6 +17,11 @@ CONFIGS = [("RNN", {}), ("RNN", {"nonlinearity": "relu", "num_layers": 2}),
                                                    "dropout": 0.5})]
 
 
+class _Double(nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
 @pytest.fixture
 def op_calls(monkeypatch):
     """Counts the calls that took the op directly."""
@@ -93,13 +98,9 @@ def test_reassigned_weight_is_used_and_malformed_input_raises_torch_nn_errors(op
 
 
 def test_parametrized_weights_and_packed_input_take_torch_nns_forward(op_calls):
-    class Double(nn.Module):
-        def forward(self, w):
-            return 2 * w
-
     ref, fast = _twins("GRU", {})
     for module in (ref, fast):
-        parametrize.register_parametrization(module, "weight_hh_l0", Double())
+        parametrize.register_parametrization(module, "weight_hh_l0", _Double())
     x = torch.randn(2, 3, 4, dtype=torch.float64)
     for _ in range(2):
         assert torch.equal(fast(x)[0], ref(x)[0])
@@ -159,3 +160,31 @@ def test_cells_changed_nonlinearity_and_bad_states_raise_torch_nn_errors(op_call
         with pytest.raises(RuntimeError) as got:
             fast(x, hx)
         assert str(got.value) == str(want.value)
+
+
+def test_cells_take_the_op_only_for_a_kind_of_call_torch_nns_forward_ran(op_calls):
+    """cell_step's route memo: 'native' for a kind of call until torch.nn's forward returned
+    for it, then 'native_op'; a failing first call, autocast and weights parametrized since
+    keep torch.nn's forward."""
+    from fastrnn.cell_step import cell_route
+    ref, fast = nn.GRUCell(4, 5), fastrnn.GRUCell(4, 5, backend="native")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 4)
+    bad = torch.zeros(2, 5)  # a batch of 2 for 3 inputs: the op's own error, every time
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            fast(x, bad)
+        assert cell_route(fast, x, bad) == "native"
+    assert cell_route(fast, x, None) == "native"
+    fast(x)
+    assert cell_route(fast, x, None) == "native_op" and op_calls == []
+    assert torch.equal(fast(x), ref(x)) and len(op_calls) == 1
+    assert cell_route(fast, x[0], None) == "native"  # another kind (unbatched): its own entry
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        for _ in range(2):
+            assert torch.equal(fast(x), ref(x))
+            assert cell_route(fast, x, None) == "native"
+    assert len(op_calls) == 1
+    for module in (ref, fast):
+        parametrize.register_parametrization(module, "weight_hh", _Double())
+    assert torch.equal(fast(x), ref(x)) and len(op_calls) == 1
