@@ -298,6 +298,31 @@ def _panels(N, itemsize):
     return plan
 
 
+@njit(**_OPTS)
+def _thin_k(a, b, out):
+    """out (M,N) = a (M,K) @ b (K,N) for K of 1 or 2 (0: zeros), each output row written once.
+    The tiles zero ``out`` first and then read and write it again per k block: for an outer
+    product (a weight gradient at B=1) that is three passes over a store-bound output where one
+    will do. (1024,1) @ (1,256) float32, one thread, AVX2 class: 57 -> 19 us; (256,1) @ (1,64)
+    2.9 -> 1.2 us; K=2 19 / 2.0 us against 58 / 3.7; at K=4 the tiles were level or ahead."""
+    M, K = a.shape
+    if K == 0:
+        out[:, :] = 0
+        return
+    b0 = b[0]
+    b1 = b[K - 1]
+    for m in range(M):
+        row = out[m]
+        s0 = a[m, 0]
+        if K == 1:
+            for n in range(row.shape[0]):
+                row[n] = s0 * b0[n]
+        else:
+            s1 = a[m, 1]
+            for n in range(row.shape[0]):
+                row[n] = s0 * b0[n] + s1 * b1[n]
+
+
 # Not inlined (unlike the kernels it calls): its callers stay small, and each of its few
 # signatures compiles once; inlined at every call site the first-call compile took ~2x longer.
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
@@ -306,9 +331,13 @@ def matmul_into(a, b, out):
     strides (a transposed view included); tiles need contiguous rows of b and out.
 
     Whole ROWS-row blocks go through register tiles; the columns those leave over and the last
-    M % ROWS rows go through the plain 8/4/1-row kernels, in column panels."""
+    M % ROWS rows go through the plain 8/4/1-row kernels, in column panels. K <= 2 (a B=1 or 2
+    step's weight gradient g.T @ x) goes through ``_thin_k``."""
     M = a.shape[0]
     N = b.shape[1]
+    if a.shape[1] <= 2:
+        _thin_k(a, b, out)
+        return
     size = a.itemsize
     out[:, :] = 0
     tiles = TILES and b.strides[1] == size and out.strides[1] == size
