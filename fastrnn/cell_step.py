@@ -30,6 +30,7 @@ answer alone, for the tests):
 """
 from __future__ import annotations
 
+import importlib
 from typing import NamedTuple
 
 import numpy as np
@@ -49,15 +50,25 @@ _EMPTY1 = {d: np.empty(0, dtype=n) for d, n in NUMPY_DTYPES.items()}
 _CODES = {name: spec.code for name, spec in CELLS.items()}
 
 
-_LOADED = []
+_LOADED: dict = {}
+
+
+def _numba_module(name: str):
+    """fastrnn.backends.numba.<name>, imported on first use (numba loads then)."""
+    found = _LOADED.get(name)
+    if found is None:
+        found = _LOADED[name] = importlib.import_module("fastrnn.backends.numba." + name)
+    return found
 
 
 def _kernels():
-    """fastrnn.backends.numba.cell_step, imported on first use (numba loads then)."""
-    if not _LOADED:
-        from fastrnn.backends.numba import cell_step
-        _LOADED.append(cell_step)
-    return _LOADED[0]
+    """The fused step's kernels (fastrnn.backends.numba.cell_step)."""
+    return _numba_module("cell_step")
+
+
+def _split_kernels():
+    """The split no-graph step (fastrnn.backends.numba.cell_split; only where ``_splits``)."""
+    return _numba_module("cell_split")
 
 
 def _weights(params: dict, dtype: torch.dtype, module):
@@ -156,6 +167,7 @@ class StepPlan(NamedTuple):
     unbatched: bool  # input (I,), states (H,)
     dtype: type  # numpy dtype of the computation
     routed: bool  # the products on fastrnn.gemm (``_routed_products``)
+    split: bool  # a no-graph step's units across torch's team (``_splits``) when it has 2+
 
 
 _LAYER = ("layer", None, None)
@@ -225,10 +237,12 @@ def _route(module, input, hx) -> tuple:
         cell = module._cell_name()
         batch = input.size(0) if input.dim() == 2 else 1
         hidden = module.hidden_size
+        gates = CELLS[cell].num_gates * hidden
+        routed = _routed_products(batch, module.input_size, (gates, hidden))
         plan = StepPlan(cell, _CODES[cell], cell == "lstm", batch, hidden, input.dim() == 1,
-                        NUMPY_DTYPES[input.dtype],
-                        _routed_products(batch, module.input_size,
-                                         (CELLS[cell].num_gates * hidden, hidden)))
+                        NUMPY_DTYPES[input.dtype], routed,
+                        not routed and _splits(gates * (module.input_size + hidden)
+                                               * input.element_size()))
     if torch.is_autocast_enabled(input.device.type):
         return way, None, plan  # asked afresh every call, as dispatch does under autocast
     return way, dispatch.choices_generation, plan
@@ -304,6 +318,25 @@ def _routed_products(batch: int, inputs: int, w_hh_shape: tuple) -> bool:
     return product_routing.beyond_calling_thread(batch, max(inputs, hidden), gates)
 
 
+def _splits(weight_bytes: int) -> bool:
+    """Whether a no-graph step with ``weight_bytes`` of W_ih and W_hh splits its units across
+    torch's OpenMP team (``fastrnn.backends.numba.cell_split``): from this class's
+    ``product_routing.Bounds.cell_split_from`` up, where torch runs on libgomp. How many
+    threads is asked per call (``_team``)."""
+    if weight_bytes < product_routing.bounds().cell_split_from:
+        return False
+    from fastrnn.backends.numba import omp
+    return omp.available()
+
+
+def _team() -> int:
+    """Threads a split step runs on now: torch's thread count, at most the cores (a thread
+    waiting for a core would hold the whole step up); 0 below two."""
+    from fastrnn.backends.numba.threads import cores
+    threads = min(torch.get_num_threads(), cores())
+    return threads if threads >= 2 else 0
+
+
 def _linear(a, w, b):
     """a (B, K) @ w (N, K)^T + b (N,) as a numpy array, on ``fastrnn.gemm`` (b of size 0: none)."""
     t = gemm.linear(torch.from_numpy(a), torch.from_numpy(w),
@@ -331,13 +364,16 @@ def inference_arrays(plan: StepPlan, weights: tuple, x: Tensor, hx) -> tuple:
         return _routed_inference(plan, x, hx, w_ih, w_hh, b_ih, b_hh)
     if plan.is_lstm:
         h_out, c_out = np.empty((2, plan.batch, plan.hidden), dtype=plan.dtype)
+    else:
+        h_out = c_out = np.empty((plan.batch, plan.hidden), dtype=plan.dtype)
+    team = _team() if plan.split else 0
+    if team:
+        _split_kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih,
+                                    b_hh, h_out, c_out, team)
+    else:
         _kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
                               h_out, c_out)
-        return h_out, c_out
-    h_out = np.empty((plan.batch, plan.hidden), dtype=plan.dtype)
-    _kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
-                          h_out, h_out)
-    return h_out, h_out
+    return h_out, c_out
 
 
 def _routed_inference(plan: StepPlan, x, hx, w_ih, w_hh, b_ih, b_hh):

@@ -45,6 +45,9 @@ class Bounds(NamedTuple):
     # split by rows splits its hidden units across threads, a barrier per step
     # (numba.unit_split); below, one thread runs it
     split_units_from: int
+    # bytes of a cell step's weights (W_ih and W_hh) from which its no-graph step splits its
+    # hidden units across threads (numba.cell_split); below, one thread runs it
+    cell_split_from: int
     # steps from which the forward of such a batch (from the layer's input) computes its input
     # part on a second thread, ahead of the loop (numba.input_pipeline); below, the loop
     # computes it itself (the team's launch, ~10 us, costs about what it takes off)
@@ -53,6 +56,10 @@ class Bounds(NamedTuple):
 
 
 BOUNDS: dict[str, Bounds] = {
+    # A cell's no-graph step split by units across two threads (cell_split.py, B=1 and 4):
+    # 0.95-1.0x one thread's time at 512 KB of W_ih + W_hh (LSTM H=128, RNN H=256), 0.4-0.9x
+    # above, a loss below (1.0-1.4x: the team's launch, ~2 us here, costs more than it
+    # shares), alike in both classes: cell-split-bound-2026-12-03-*.txt
     # Thin batches' input part on a second thread (input_pipeline.py, B=1, H=32/64, no_grad):
     # 0.80-0.89x the loop computing it itself at T=300 in both classes, 0.87-1.10x at T=100,
     # a loss below (1.1-1.5x at T=16-32); forward+backward 0.91-1.09x at T=300 (the backward
@@ -70,11 +77,12 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=196_608,
-        pipeline_steps_from=200,
+        cell_split_from=524_288, pipeline_steps_from=200,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx512.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt, "
-               "benchmarks/results/split-units-bound-2026-12-01-avx512.txt"),
+               "benchmarks/results/split-units-bound-2026-12-01-avx512.txt, "
+               "benchmarks/results/cell-split-bound-2026-12-03-avx512.txt (Intel Xeon)"),
     # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
     # the team, and beat oneDNN on a^T b everywhere and on a @ b below ~1G multiply-adds; for
     # x @ w^T + b oneDNN wins from ~16M. Measured in the AVX2 class on the AVX-512 box
@@ -83,18 +91,19 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
         cell_inline_until=2_000_000, split_units_from=196_608,
-        pipeline_steps_from=200,
+        cell_split_from=524_288, pipeline_steps_from=200,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt, "
-               "benchmarks/results/split-units-bound-2026-12-01-avx2.txt"),
+               "benchmarks/results/split-units-bound-2026-12-01-avx2.txt, "
+               "benchmarks/results/cell-split-bound-2026-12-03-avx2.txt (Intel Xeon)"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
     # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
     "generic": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=NEVER,
-        pipeline_steps_from=NEVER,
+        cell_split_from=NEVER, pipeline_steps_from=NEVER,
         source="not measured (no tiles; oneDNN and cell bounds copied from the AVX-512 row)"),
 }
 

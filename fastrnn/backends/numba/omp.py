@@ -33,11 +33,16 @@ _NUM_THREADS = "fastrnn_omp_get_num_threads"
 _omp_get_thread_num = types.ExternalFunction(_THREAD_NUM, types.int32())
 _omp_get_num_threads = types.ExternalFunction(_NUM_THREADS, types.int32())
 _YIELD = "fastrnn_sched_yield"
+_PARALLEL = "fastrnn_GOMP_parallel"
 # in njit code run by a job (unit_split.py): this thread's number, the team's size, and
 # libc's sched_yield (a thread spinning on a barrier longer than a moment gives its core up)
 thread_num = _omp_get_thread_num
 num_threads = _omp_get_num_threads
 sched_yield = types.ExternalFunction(_YIELD, types.int32())
+# in njit code: GOMP_parallel(fn, data, threads, flags) itself, fn and data as addresses (a
+# launch from compiled code skips ctypes' ~1 us call; cell_split.py). Only after available().
+gomp_parallel = types.ExternalFunction(
+    _PARALLEL, types.void(types.intp, types.intp, types.uint32, types.uint32))
 _lock = threading.Lock()
 _runtime: dict | None = None
 
@@ -63,7 +68,8 @@ def _find_torch_libgomp():
     if not hasattr(libc, "sched_yield"):
         return None
     address = lambda f: ctypes.cast(f, ctypes.c_void_p).value  # noqa: E731
-    return parallel, {_THREAD_NUM: address(lib.omp_get_thread_num),
+    return parallel, {_PARALLEL: address(lib.GOMP_parallel),
+                      _THREAD_NUM: address(lib.omp_get_thread_num),
                       _NUM_THREADS: address(lib.omp_get_num_threads),
                       _YIELD: address(libc.sched_yield)}
 
