@@ -24,6 +24,7 @@ from numba import carray, cfunc, njit, types
 
 from . import omp
 from .cell_step import LSTM, _gates, _pointer, _xwt
+from .unit_split import unit_range
 
 _WORDS = 16
 _FLAGS = {"contract", "arcp", "reassoc"}
@@ -32,20 +33,11 @@ _compiled: dict = {}
 
 
 @njit(inline="always")
-def _units(hidden, part, parts):
-    """Units lo:hi of ``hidden`` for thread ``part`` of ``parts``: near-equal ranges."""
-    base = hidden // parts
-    extra = hidden % parts
-    lo = part * base + min(part, extra)
-    return lo, lo + base + (1 if part < extra else 0)
-
-
-@njit(inline="always")
 def _run_share(data, template):
     """This thread's units of the step the job at ``data`` describes."""
     job = carray(omp._int64_pointer(data), (_WORDS,))
     parts = min(job[0], omp.num_threads())  # the team OpenMP actually handed out
-    lo, hi = _units(job[13], omp.thread_num(), parts)
+    lo, hi = unit_range(job[13], omp.thread_num(), parts)
     share = hi - lo
     if share <= 0:
         return

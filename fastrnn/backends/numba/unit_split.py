@@ -69,7 +69,7 @@ def _barrier(state, parts):
 
 
 @njit(inline="always")
-def _units(hidden, part, parts):
+def unit_range(hidden, part, parts):
     """This thread's units lo:hi of ``hidden``: near-equal ranges over ``parts`` threads."""
     base = hidden // parts
     extra = hidden % parts
@@ -99,7 +99,7 @@ def forward_units_loop(cell, xg, x_in, w_ih, bias, fuse_input_gemm, w_hh, b_hn, 
     seq_len, rows = y.shape[0], y.shape[1]
     H = b_hn.shape[0]
     G = w_hh.shape[0] // H
-    lo, hi = _units(H, part, parts)
+    lo, hi = unit_range(H, part, parts)
     share = hi - lo
     width = G * share
     w_hh_p = pack_b(_gather_rows(w_hh, G, H, lo, hi).T)
