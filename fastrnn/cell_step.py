@@ -322,19 +322,11 @@ def _splits(weight_bytes: int) -> bool:
     """Whether a no-graph step with ``weight_bytes`` of W_ih and W_hh splits its units across
     torch's OpenMP team (``fastrnn.backends.numba.cell_split``): from this class's
     ``product_routing.Bounds.cell_split_from`` up, where torch runs on libgomp. How many
-    threads is asked per call (``_team``)."""
+    threads is asked per call (``cell_split.team``)."""
     if weight_bytes < product_routing.bounds().cell_split_from:
         return False
     from fastrnn.backends.numba import omp
     return omp.available()
-
-
-def _team() -> int:
-    """Threads a split step runs on now: torch's thread count, at most the cores (a thread
-    waiting for a core would hold the whole step up); 0 below two."""
-    from fastrnn.backends.numba.threads import cores
-    threads = min(torch.get_num_threads(), cores())
-    return threads if threads >= 2 else 0
 
 
 def _linear(a, w, b):
@@ -366,10 +358,11 @@ def inference_arrays(plan: StepPlan, weights: tuple, x: Tensor, hx) -> tuple:
         h_out, c_out = np.empty((2, plan.batch, plan.hidden), dtype=plan.dtype)
     else:
         h_out = c_out = np.empty((plan.batch, plan.hidden), dtype=plan.dtype)
-    team = _team() if plan.split else 0
+    split = _split_kernels() if plan.split else None
+    team = split.team() if split is not None else 0
     if team:
-        _split_kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih,
-                                    b_hh, h_out, c_out, team)
+        split.forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out,
+                         c_out, team)
     else:
         _kernels().forward_at(plan.code, x.data_ptr(), h_at, c_at, w_ih, w_hh, b_ih, b_hh,
                               h_out, c_out)

@@ -20,10 +20,12 @@ Job words (int64): threads, cell code, the addresses of x (B, I), h (B, H), c (B
 import threading
 
 import numpy as np
+import torch
 from numba import carray, cfunc, njit, types
 
 from . import omp
 from .cell_step import LSTM, _gates, _pointer, _xwt
+from .threads import cores
 from .unit_split import unit_range
 
 _WORDS = 16
@@ -105,6 +107,13 @@ def _launch(job_fn, threads, code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_o
     omp.gomp_parallel(job_fn, job.ctypes.data, threads, 0)
     # used after the launch, so neither buffer is freed before the threads have read it
     return job[0] + zeros.shape[0]
+
+
+def team() -> int:
+    """Threads a split step runs on now: torch's thread count (asked per call: it may change),
+    at most the cores (a thread waiting for a core would hold the whole step up); 0 below two."""
+    threads = min(torch.get_num_threads(), cores())
+    return threads if threads >= 2 else 0
 
 
 def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out,
