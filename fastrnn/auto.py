@@ -6,7 +6,7 @@ A table (``fastrnn/tables/auto-<class>.json``, written by ``fastrnn tune``) hold
 machine class (``machine_class``: CPU ISA class and thread count, or CUDA architecture),
 measured points: cell, dtype, mode, T, B, H, the kernel's and native's median times. A call
 takes the measured point nearest to it (log scale in T, B and H, same cell, dtype, mode and
-kind); the kernel runs only if that point's ratio is below ``WIN_RATIO`` and the call lies
+kind, and for sequences T=1 only for T=1); the kernel runs only if that point's ratio is below ``WIN_RATIO`` and the call lies
 within ``REACH`` of the measured range in every dimension. No table for the class, no point of
 the call's cell/dtype/mode, or too far from every point: native (so auto is never slower than
 torch.nn where nothing was measured). Lookups are cached per call kind: after the first call
@@ -97,8 +97,13 @@ class Table:
                 H: int) -> tuple[Optional[Point], str]:
         """The measured point nearest to a call (None and why when none may stand for it)."""
         cell = _SAME_COST.get(cell, cell)
+        # a sequence of one step runs another path than a longer one (the cells' fused step,
+        # fastrnn.layer_step, against the time loop), at another fixed cost: T=1 points stand
+        # for T=1 calls only, and T>1 calls are read off T>1 points (T=2 calls read off the T=1
+        # point lost to torch.nn by up to 2.4x)
         same = [p for p in self.points
-                if (p.kind, p.cell, p.dtype, p.mode) == (kind, cell, dtype, mode)]
+                if (p.kind, p.cell, p.dtype, p.mode) == (kind, cell, dtype, mode)
+                and (kind != "sequence" or (p.T == 1) == (T == 1))]
         if not same:
             return None, f"no {kind} point for {cell} {dtype} {mode} in {self.path}"
         dims = {"T": T, "B": B, "H": H} if kind == "sequence" else {"B": B, "H": H}

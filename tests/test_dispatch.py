@@ -152,6 +152,22 @@ def test_auto_takes_the_kernel_only_where_measured_faster(table):
     assert auto_decision(proj).backend == "native"
 
 
+def test_single_step_points_stand_only_for_single_steps(table):
+    """T=1 runs the cells' fused step, T>1 the time loop: a T=1 point never decides a T=2
+    call (nearest on the log scale, it would) nor a T>1 point a T=1 call."""
+    table([_point(T=1, B=1, H=64, kernel_ms=0.5, native_ms=1.0),
+           _point(T=3, B=1, H=64, kernel_ms=2.0, native_ms=1.0)])
+    assert auto_decision(_problem(T=1, B=1, H=64)).backend == "numba"
+    two = auto_decision(_problem(T=2, B=1, H=64))
+    assert two.backend == "native" and "T=3" in two.why
+    table([_point(T=16, B=1, H=64, kernel_ms=0.5, native_ms=1.0)])
+    assert auto_decision(_problem(T=16, B=1, H=64)).backend == "numba"
+    one = auto_decision(_problem(T=1, B=1, H=64))
+    assert one.backend == "native" and "no sequence point" in one.why
+    table([_point(T=1, B=1, H=64, kernel_ms=0.5, native_ms=1.0)])
+    assert auto_decision(_problem(T=2, B=1, H=64)).backend == "native"
+
+
 def test_module_auto_follows_the_table(table):
     """The module runs what the table says, per call kind, and the choice is cached."""
     table([_point(T=5, B=3, H=4, kernel_ms=0.5, native_ms=1.0),
