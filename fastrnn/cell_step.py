@@ -238,11 +238,10 @@ def _route(module, input, hx) -> tuple:
         batch = input.size(0) if input.dim() == 2 else 1
         hidden = module.hidden_size
         gates = CELLS[cell].num_gates * hidden
-        routed = _routed_products(batch, module.input_size, (gates, hidden))
+        kind = no_graph_step_kind(batch, module.input_size, hidden, gates,
+                                  input.element_size())
         plan = StepPlan(cell, _CODES[cell], cell == "lstm", batch, hidden, input.dim() == 1,
-                        NUMPY_DTYPES[input.dtype], routed,
-                        not routed and _splits(gates * (module.input_size + hidden)
-                                               * input.element_size()))
+                        NUMPY_DTYPES[input.dtype], kind == "routed", kind == "split")
     if torch.is_autocast_enabled(input.device.type):
         return way, None, plan  # asked afresh every call, as dispatch does under autocast
     return way, dispatch.choices_generation, plan
@@ -327,6 +326,16 @@ def _splits(weight_bytes: int) -> bool:
         return False
     from fastrnn.backends.numba import omp
     return omp.available()
+
+
+def no_graph_step_kind(batch: int, inputs: int, hidden: int, gates: int, itemsize: int) -> str:
+    """How a step of these sizes runs its products: 'routed' (on ``fastrnn.gemm``, the gate
+    math alone in the kernel), else, with no graph to record, 'split' (its units across
+    torch's team, ``cell_split``) or 'inline' (one thread). The cells' plans and the short
+    sequences of ``fastrnn.sequence_inference`` read it here."""
+    if _routed_products(batch, inputs, (gates, hidden)):
+        return "routed"
+    return "split" if _splits(gates * (inputs + hidden) * itemsize) else "inline"
 
 
 def _linear(a, w, b):

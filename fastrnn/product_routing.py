@@ -52,10 +52,21 @@ class Bounds(NamedTuple):
     # part on a second thread, ahead of the loop (numba.input_pipeline); below, the loop
     # computes it itself (the team's launch, ~10 us, costs about what it takes off)
     pipeline_steps_from: int
+    # steps x rows (T*B) up to which a no-graph sequence runs as one cell step per time step
+    # (weights read in place: fastrnn.sequence_inference) instead of the time loop, whose
+    # packed copies of W_hh and W_ih cost a call more than its cheaper steps save there: with
+    # the steps on one thread, and with their units split (cell_split_from: larger weights,
+    # more to pack)
+    cell_steps_upto: int
+    split_steps_upto: int
     source: str  # where the figures come from
 
 
 BOUNDS: dict[str, Bounds] = {
+    # Short no-graph sequences as cell steps (sequence_inference._cell_steps), against the time
+    # loop: in line 0.63-0.95x the loop up to T*B = 8 in both classes, 0.87-1.15x at 16 (LSTM
+    # H=64 loses); split (H=256) 0.17-0.95x up to 32, RNN B=16 T=4 1.18x (AVX-512) at 64:
+    # cell-steps-bound-2026-12-03-*.txt (Intel Xeon)
     # A cell's no-graph step split by units across two threads (cell_split.py, B=1 and 4):
     # 0.95-1.0x one thread's time at 512 KB of W_ih + W_hh (LSTM H=128, RNN H=256), 0.4-0.9x
     # above, a loss below (1.0-1.4x: the team's launch, ~2 us here, costs more than it
@@ -77,12 +88,13 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=4_000_000, numba_team_from=4_000_000, numba_until=128_000_000,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=196_608,
-        cell_split_from=524_288, pipeline_steps_from=200,
+        cell_split_from=524_288, pipeline_steps_from=200, cell_steps_upto=8, split_steps_upto=32,
         source="2-core AMD EPYC (Zen 4), 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx512.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx512.txt, "
                "benchmarks/results/split-units-bound-2026-12-01-avx512.txt, "
-               "benchmarks/results/cell-split-bound-2026-12-03-avx512.txt (Intel Xeon)"),
+               "benchmarks/results/cell-split-bound-2026-12-03-avx512.txt, "
+               "benchmarks/results/cell-steps-bound-2026-12-03-avx512.txt (Intel Xeon)"),
     # MKL at AVX2 beat the numba tiles (4 rows x 3 ymm) at every shape, on one thread and on
     # the team, and beat oneDNN on a^T b everywhere and on a @ b below ~1G multiply-adds; for
     # x @ w^T + b oneDNN wins from ~16M. Measured in the AVX2 class on the AVX-512 box
@@ -91,19 +103,20 @@ BOUNDS: dict[str, Bounds] = {
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=1_000_000_000, onednn_tn_from=NEVER,
         cell_inline_until=2_000_000, split_units_from=196_608,
-        cell_split_from=524_288, pipeline_steps_from=200,
+        cell_split_from=524_288, pipeline_steps_from=200, cell_steps_upto=8, split_steps_upto=32,
         source="2-core AMD EPYC, AVX2 class emulated, 2026-12-01: "
                "benchmarks/results/product-routing-2026-12-01-avx2.md, "
                "benchmarks/results/cell-inline-bound-2026-12-01-avx2.txt, "
                "benchmarks/results/split-units-bound-2026-12-01-avx2.txt, "
-               "benchmarks/results/cell-split-bound-2026-12-03-avx2.txt (Intel Xeon)"),
+               "benchmarks/results/cell-split-bound-2026-12-03-avx2.txt, "
+               "benchmarks/results/cell-steps-bound-2026-12-03-avx2.txt (Intel Xeon)"),
     # no register tiles (vector_tile.SHAPES has none): numba never runs a product; the oneDNN
     # bounds are the AVX-512 ones, unmeasured (oneDNN is off under FASTRNN_CPU_ISA=generic)
     "generic": Bounds(
         numba_from=NEVER, numba_team_from=NEVER, numba_until=0,
         onednn_linear_from=10_000_000, onednn_matmul_from=10_000_000,
         onednn_tn_from=128_000_000, cell_inline_until=2_000_000, split_units_from=NEVER,
-        cell_split_from=NEVER, pipeline_steps_from=NEVER,
+        cell_split_from=NEVER, pipeline_steps_from=NEVER, cell_steps_upto=0, split_steps_upto=0,
         source="not measured (no tiles; oneDNN and cell bounds copied from the AVX-512 row)"),
 }
 

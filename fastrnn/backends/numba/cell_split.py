@@ -109,6 +109,31 @@ def _launch(job_fn, threads, code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_o
     return job[0] + zeros.shape[0]
 
 
+@njit(cache=True, nogil=True)
+def _launch_steps(job_fn, threads, code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, h_n,
+                  c_n):
+    """``cell_step.forward_steps`` with each step a split launch (``_launch``)."""
+    T = x.shape[0]
+    c_spare = np.empty(c_n.shape, dtype=x.dtype)
+    h, c = h0, c0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        c_next = c_n if s % 2 == (T - 1) % 2 else c_spare
+        _launch(job_fn, threads, code, x[t].ctypes.data, h.ctypes.data, c.ctypes.data, w_ih,
+                w_hh, b_ih, b_hh, y[t], c_next)
+        h, c = y[t], c_next
+    h_n[:, :] = h
+
+
+def forward_steps(code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, h_n, c_n,
+                  threads: int) -> None:
+    """``cell_step.forward_steps`` (same arguments, every array C-contiguous) with each step's
+    units split over ``threads`` threads of torch's OpenMP team. Only where
+    ``omp.available()``."""
+    _launch_steps(_job_address(w_ih.dtype), threads, code, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                  reverse, y, h_n, c_n)
+
+
 def team() -> int:
     """Threads a split step runs on now: torch's thread count (asked per call: it may change),
     at most the cores (a thread waiting for a core would hold the whole step up); 0 below two."""

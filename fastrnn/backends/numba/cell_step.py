@@ -335,6 +335,25 @@ def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
+def forward_steps(code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, h_n, c_n):
+    """A short no-graph sequence as one ``forward`` per step (``fastrnn.sequence_inference``:
+    no packed copy of the weights, which the time loop makes per call). x (T, B, I), h0 and
+    c0 (B, H) (c0 read for LSTM only), reverse: steps from T-1 down; writes y (T, B, H) (each
+    step's h' lands in its row of y, which the next step reads as h), h_n (B, H) and, for
+    LSTM, c_n (B, H). Rows contiguous, one float dtype."""
+    T = x.shape[0]
+    ws = np.empty((0, 0), dtype=x.dtype)
+    c_spare = np.empty(c_n.shape, dtype=x.dtype)  # c' of every other step: never c's buffer
+    h, c = h0, c0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        c_next = c_n if s % 2 == (T - 1) % 2 else c_spare  # the last step's lands in c_n
+        forward(code, x[t], h, c, w_ih, w_hh, b_ih, b_hh, y[t], c_next, ws)
+        h, c = y[t], c_next
+    h_n[:, :] = h
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
 def gates_forward(code, gi, gh, h, c, h_out, c_out, ws):
     """``forward``'s gate math alone, for a caller that ran the two products itself (large
     steps: ``fastrnn.cell_step``); gi, gh (B, N) as in ``_gates``."""
