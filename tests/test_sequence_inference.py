@@ -9,9 +9,9 @@ from torch import nn
 import fastrnn
 from fastrnn import dispatch, sequence_inference
 from conftest import backend_or_skip
-
-I, H = 4, 5
-KINDS = [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})]
+from inference_twins import H, I, KINDS
+from inference_twins import assert_same as _assert_same, flat as _flat, states as _states
+from inference_twins import twins as _twins
 
 
 @pytest.fixture(autouse=True)
@@ -31,33 +31,6 @@ def lean(monkeypatch):
         return result
     monkeypatch.setattr(sequence_inference, "run", counting)
     return done
-
-
-def _twins(kind, kwargs, dtype=torch.float64, backend="numba"):
-    torch.manual_seed(0)
-    ref = getattr(nn, kind)(I, H, dtype=dtype, **kwargs)
-    fast = getattr(fastrnn, kind)(I, H, dtype=dtype, backend=backend, **kwargs)
-    fast.load_state_dict(ref.state_dict())
-    return ref, fast
-
-
-def _flat(result):
-    out, h = result
-    return [out, *(h if isinstance(h, tuple) else (h,))]
-
-
-def _states(kind, shape, dtype=torch.float64):
-    gen = torch.Generator().manual_seed(3)
-    make = lambda: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
-    return (make(), make()) if kind == "LSTM" else make()
-
-
-def _assert_same(ref, fast, x, hx, rtol=1e-12, atol=1e-12):
-    want, got = _flat(ref(x, hx)), _flat(fast(x, hx))
-    assert [g.shape for g in got] == [w.shape for w in want]
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype
-        torch.testing.assert_close(g, w, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("kind,kwargs", KINDS)

@@ -5,14 +5,10 @@ biases and states, on one thread and split across torch's team; that the steps (
 time loop) ran; the bounds; weight updates seen; a team of one thread."""
 import pytest
 import torch
-from torch import nn
 
-import fastrnn
 from fastrnn import sequence_inference
 from conftest import backend_or_skip, bound_setter
-
-I, H = 4, 5
-KINDS = [("RNN", {}), ("RNN", {"nonlinearity": "relu"}), ("LSTM", {}), ("GRU", {})]
+from inference_twins import H, I, KINDS, assert_same, states, twins
 
 
 @pytest.fixture(autouse=True)
@@ -66,33 +62,6 @@ def _split_or_skip(monkeypatch):
     bound_setter(monkeypatch, "cell_split_from")(0)
 
 
-def _twins(kind, kwargs, dtype=torch.float64):
-    torch.manual_seed(0)
-    ref = getattr(nn, kind)(I, H, dtype=dtype, **kwargs)
-    fast = getattr(fastrnn, kind)(I, H, dtype=dtype, backend="numba", **kwargs)
-    fast.load_state_dict(ref.state_dict())
-    return ref, fast
-
-
-def _flat(result):
-    out, h = result
-    return [out, *(h if isinstance(h, tuple) else (h,))]
-
-
-def _assert_same(ref, fast, x, hx, tol=1e-12):
-    want, got = _flat(ref(x, hx)), _flat(fast(x, hx))
-    assert [g.shape for g in got] == [w.shape for w in want]
-    for g, w in zip(got, want):
-        assert g.dtype == w.dtype
-        torch.testing.assert_close(g, w, rtol=tol, atol=tol)
-
-
-def _states(kind, shape):
-    gen = torch.Generator().manual_seed(3)
-    make = lambda: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
-    return (make(), make()) if kind == "LSTM" else make()
-
-
 @pytest.mark.parametrize("kind,kwargs", KINDS)
 @pytest.mark.parametrize("layers,bidirectional", [(1, False), (2, False), (1, True), (2, True)])
 @pytest.mark.parametrize("layout", ["time_major", "batch_first", "unbatched"])
@@ -103,48 +72,48 @@ def test_matches_torch_float64(kind, kwargs, layers, bidirectional, layout, with
     if how == "split":
         _split_or_skip(monkeypatch)
     steps_upto(1000)
-    ref, fast = _twins(kind, dict(kwargs, num_layers=layers, bidirectional=bidirectional,
-                                  batch_first=layout == "batch_first"))
+    ref, fast = twins(kind, dict(kwargs, num_layers=layers, bidirectional=bidirectional,
+                                 batch_first=layout == "batch_first"))
     T, B = 3, 2
     shape = {"time_major": (T, B, I), "batch_first": (B, T, I), "unbatched": (T, I)}[layout]
     x = torch.randn(*shape, dtype=torch.float64)
-    states = layers * (2 if bidirectional else 1)
-    hx = _states(kind, (states, H) if layout == "unbatched" else (states, B, H)) if with_hx else None
+    count = layers * (2 if bidirectional else 1)
+    hx = states(kind, (count, H) if layout == "unbatched" else (count, B, H)) if with_hx else None
     with torch.no_grad():
-        _assert_same(ref, fast, x, hx)
-    assert ran == [how] * states
+        assert_same(ref, fast, x, hx)
+    assert ran == [how] * count
 
 
 @pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
 def test_without_biases_and_in_float32(kind, steps_upto, ran):
     steps_upto(1000)
-    ref, fast = _twins(kind, {"bias": False})
+    ref, fast = twins(kind, {"bias": False})
     x = torch.randn(4, 3, I, dtype=torch.float64)
     with torch.no_grad():
-        _assert_same(ref, fast, x, None)
-        ref32, fast32 = _twins(kind, {}, dtype=torch.float32)
-        _assert_same(ref32, fast32, x.float(), None, tol=2e-6)
+        assert_same(ref, fast, x, None)
+        ref32, fast32 = twins(kind, {}, dtype=torch.float32)
+        assert_same(ref32, fast32, x.float(), None, rtol=2e-6, atol=2e-6)
     assert ran == ["inline", "inline"]
 
 
 def test_the_bounds_decide(steps_upto, ran, monkeypatch):
     """T*B up to the bound: steps; one row more: the time loop. The split bound holds where
     every layer splits, the in-line one otherwise."""
-    ref, fast = _twins("LSTM", {})
+    ref, fast = twins("LSTM", {})
     steps_upto(6)
     with torch.no_grad():
-        _assert_same(ref, fast, torch.randn(3, 2, I, dtype=torch.float64), None)
-        _assert_same(ref, fast, torch.randn(7, 1, I, dtype=torch.float64), None)
+        assert_same(ref, fast, torch.randn(3, 2, I, dtype=torch.float64), None)
+        assert_same(ref, fast, torch.randn(7, 1, I, dtype=torch.float64), None)
     assert ran == ["inline", "loop"]
     ran.clear()
     bound_setter(monkeypatch, "cell_steps_upto")(0)  # in line: never; split: up to 6
     _split_or_skip(monkeypatch)
-    ref, fast = _twins("GRU", {})
+    ref, fast = twins("GRU", {})
     with torch.no_grad():
-        _assert_same(ref, fast, torch.randn(6, 1, I, dtype=torch.float64), None)
+        assert_same(ref, fast, torch.randn(6, 1, I, dtype=torch.float64), None)
         bound_setter(monkeypatch, "cell_split_from")(1 << 40)  # nothing splits now
-        ref, fast = _twins("GRU", {})
-        _assert_same(ref, fast, torch.randn(6, 1, I, dtype=torch.float64), None)
+        ref, fast = twins("GRU", {})
+        assert_same(ref, fast, torch.randn(6, 1, I, dtype=torch.float64), None)
     assert ran == ["split", "loop"]
 
 
@@ -154,14 +123,14 @@ def test_one_thread_takes_the_inline_bound(steps_upto, ran, monkeypatch):
     _split_or_skip(monkeypatch)
     bound_setter(monkeypatch, "cell_steps_upto")(0)
     bound_setter(monkeypatch, "split_steps_upto")(100)
-    ref, fast = _twins("LSTM", {})
+    ref, fast = twins("LSTM", {})
     x = torch.randn(3, 2, I, dtype=torch.float64)
     threads = torch.get_num_threads()
     with torch.no_grad():
-        _assert_same(ref, fast, x, None)
+        assert_same(ref, fast, x, None)
         torch.set_num_threads(1)
         try:
-            _assert_same(ref, fast, x, None)
+            assert_same(ref, fast, x, None)
         finally:
             torch.set_num_threads(threads)
     assert ran == ["split", "loop"]
@@ -169,12 +138,12 @@ def test_one_thread_takes_the_inline_bound(steps_upto, ran, monkeypatch):
 
 def test_weight_updates_between_calls_are_seen(steps_upto, ran):
     steps_upto(1000)
-    ref, fast = _twins("GRU", {"num_layers": 2})
+    ref, fast = twins("GRU", {"num_layers": 2})
     x = torch.randn(2, 2, I, dtype=torch.float64)
     with torch.no_grad():
-        _assert_same(ref, fast, x, None)
+        assert_same(ref, fast, x, None)
         for module in (ref, fast):
             module.weight_hh_l0.data.mul_(0.5)  # behind the version counter
             module.bias_ih_l1.add_(0.25)
-        _assert_same(ref, fast, x, None)
+        assert_same(ref, fast, x, None)
     assert ran == ["inline"] * 4
