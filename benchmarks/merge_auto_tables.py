@@ -3,7 +3,8 @@
 kernel/native ratio, so the kernel stays auto's pick only where every box saw it win; except
 for the kinds of call named by ``--fresh``, whose kernel changed since the packaged table was
 measured: there the old measurement is of code that no longer runs, and the fresh one alone
-counts.
+counts. Points only one of the two measured are kept as they are (a tune of some points
+only, ``fastrnn tune --seq-len T``, adds them to the table).
 
     python benchmarks/merge_auto_tables.py NEW.json OLD.json --out OUT.json \
         [--fresh KIND:MODE[:T]] ...     (e.g. --fresh cell:inference --fresh sequence:inference:1)
@@ -33,8 +34,9 @@ def merge(new: dict, old: dict, fresh: list[tuple]) -> dict:
     olds = {_key(p): p for p in old["points"]}
     points = []
     for p in new["points"]:
-        o = olds.get(_key(p))
+        o = olds.pop(_key(p), None)
         points.append(p if o is None or _is_fresh(p, fresh) or _ratio(p) >= _ratio(o) else o)
+    points += olds.values()  # measured by the old table only (a partial tune: --seq-len)
     source = dict(new["source"])
     source["merged_with"] = old["source"]
     source["merge"] = ("per point, the measurement with the larger kernel/native ratio (kernel "

@@ -117,8 +117,16 @@ class Table:
         def distance(p: Point) -> float:
             return sum(math.log(max(v, 1) / max(getattr(p, n), 1)) ** 2 for n, v in dims.items())
         closest = min(distance(p) for p in same)
-        # several kernels measured at that point (GPU: cuda and triton): the fastest one
-        return min((p for p in same if distance(p) == closest), key=lambda p: p.ratio), ""
+        # several kernels measured at one point (GPU: cuda and triton): the fastest of them;
+        # points at different sizes equally near (a call halfway between grid points): the
+        # slowest, so a tie never sends a call to a kernel that lost at one of them
+        fastest: dict = {}
+        for p in same:
+            if distance(p) == closest:
+                at = (p.T, p.B, p.H)
+                if at not in fastest or p.ratio < fastest[at].ratio:
+                    fastest[at] = p
+        return max(fastest.values(), key=lambda p: p.ratio), ""
 
 
 def _parse(path: Path, cls: str) -> Table:

@@ -25,6 +25,10 @@ CELLS = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn_tanh": ("
 # T=1 is a path of its own (auto.Table.nearest); 2, 5 and 16 for short sequences, whose fixed
 # cost per call decides (ratios at T=2 ran from 0.5 to 2.4 where T=100 won)
 GRID = {"T": (1, 2, 5, 16, 100), "B": (1, 16, 32, 64), "H": (64, 128, 256, 512)}
+# long sequences at a few sizes (the whole grid at T=400 would take most of an hour): without
+# them a call past T=200 (REACH above T=100) went to torch.nn, 3.5 ms for GRU T=300 B=1 H=64
+# where the kernel takes ~0.5 ms
+LONG_GRID = {"T": (400,), "B": (1, 16), "H": (64, 128, 256, 512)}
 CELL_GRID = {"B": (1, 16, 64), "H": (64, 256, 512)}
 QUICK_GRID = {"T": (1, 5), "B": (1, 4), "H": (8,)}
 QUICK_CELL_GRID = {"B": (1, 4), "H": (8,)}
@@ -90,24 +94,28 @@ def measure_point(kind: str, cell: str, T: int, B: int, H: int, mode: str, devic
 
 
 def points_to_measure(quick: bool):
-    grid, cell_grid = (QUICK_GRID, QUICK_CELL_GRID) if quick else (GRID, CELL_GRID)
+    grids, cell_grid = ((QUICK_GRID,), QUICK_CELL_GRID) if quick else ((GRID, LONG_GRID),
+                                                                         CELL_GRID)
     for cell in CELLS:
         for mode in MODES:
-            for T in grid["T"]:
-                for B in grid["B"]:
-                    for H in grid["H"]:
-                        yield "sequence", cell, T, B, H, mode
+            for grid in grids:
+                for T in grid["T"]:
+                    for B in grid["B"]:
+                        for H in grid["H"]:
+                            yield "sequence", cell, T, B, H, mode
             for B in cell_grid["B"]:
                 for H in cell_grid["H"]:
                     yield "cell", cell, 1, B, H, mode
 
 
-def tune(device: str, repeat: int, quick: bool, progress=None) -> dict:
-    """Measure every point and return the table (a dict in ``fastrnn.auto``'s schema)."""
+def tune(device: str, repeat: int, quick: bool, progress=None, seq_lens=None) -> dict:
+    """Measure every point (or only the sequence points at the T in ``seq_lens``) and return
+    the table (a dict in ``fastrnn.auto``'s schema)."""
     from fastrnn.benchmarking import machine_info
     kernel = kernel_for(device)
     points, checks = [], {}
-    todo = list(points_to_measure(quick))
+    todo = [p for p in points_to_measure(quick)
+            if not seq_lens or (p[0] == "sequence" and p[2] in seq_lens)]
     for index, (kind, cell, T, B, H, mode) in enumerate(todo):
         if progress:
             progress(index, len(todo), f"{kind} {cell} T={T} B={B} H={H} {mode}")
@@ -193,6 +201,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--repeat", type=int, default=5, help="alternating rounds per point")
     parser.add_argument("--quick", action="store_true", help="a tiny grid (tests)")
+    parser.add_argument("--seq-len", type=int, action="append", default=None, metavar="T",
+                        help="measure only the sequence points at this T (repeatable), e.g. to "
+                             "add points to a table (benchmarks/merge_auto_tables.py)")
     parser.add_argument("--from-evidence", default=None, metavar="JSON",
                         help="make the table from a GPU visit's evidence file instead of measuring")
     parser.add_argument("--out", default=None, metavar="PATH",
@@ -206,7 +217,7 @@ def main(args) -> int:
         table = from_evidence(json.loads(Path(args.from_evidence).read_text()),
                               args.from_evidence)
     else:
-        table = tune(args.device, args.repeat, args.quick, _progress)
+        table = tune(args.device, args.repeat, args.quick, _progress, args.seq_len)
     print(format_table(table))
     if table["failed_checks"]:
         print(f"kernels that failed their float64 check here (never auto): {table['failed_checks']}")

@@ -168,6 +168,19 @@ def test_single_step_points_stand_only_for_single_steps(table):
     assert auto_decision(_problem(T=2, B=1, H=64)).backend == "native"
 
 
+def test_a_tie_between_points_takes_the_slower_one(table):
+    """A call equally far from two measured sizes (H=128 between 64 and 256) is decided by
+    the point where the kernel did worse; two kernels at one point: the faster kernel."""
+    table([_point(B=1, H=64, kernel_ms=0.5, native_ms=1.0),
+           _point(B=1, H=256, kernel_ms=0.95, native_ms=1.0)])
+    tie = auto_decision(_problem(T=100, B=1, H=128))
+    assert tie.backend == "native" and "H=256" in tie.why
+    table([_point(B=1, H=64, kernel_ms=0.5, native_ms=1.0),
+           dict(_point(B=1, H=64, kernel_ms=0.3, native_ms=1.0), backend="other")])
+    assert auto.load_table("test").nearest("sequence", "lstm", "float32", "inference", 100, 1,
+                                           64)[0].backend == "other"
+
+
 def test_module_auto_follows_the_table(table):
     """The module runs what the table says, per call kind, and the choice is cached."""
     table([_point(T=5, B=3, H=4, kernel_ms=0.5, native_ms=1.0),
@@ -248,6 +261,31 @@ def test_tune_verifies_and_measures_a_point():
     assert ok, why
     point = tuning.measure_point("cell", "lstm", 1, 2, 8, "training", "cpu", "numba", repeat=1)
     assert point.kernel_ms > 0 and point.native_ms > 0 and point.kind == "cell"
+
+
+def test_tune_can_measure_some_sequence_lengths_and_merge_them_in(monkeypatch):
+    """``fastrnn tune --seq-len T`` measures only those sequence points; merging such a table
+    into a full one keeps the full one's other points and takes the larger ratio where both
+    measured (benchmarks/merge_auto_tables.py)."""
+    import importlib.util
+    from pathlib import Path
+    from fastrnn import tuning
+    measured = []
+    monkeypatch.setattr(tuning, "measure_point", lambda *a, **k: measured.append(a[:6]) or
+                        auto.Point(a[0], a[1], "float32", a[5], a[2], a[3], a[4], a[7], 1.0, 2.0))
+    monkeypatch.setattr(tuning, "verified", lambda *a: (True, ""))
+    table = tuning.tune("cpu", 1, False, seq_lens=[400])
+    assert measured and {(m[0], m[2]) for m in measured} == {("sequence", 400)}
+    assert len(table["points"]) == len(measured) == 3 * len(tuning.MODES) * 8
+    spec = importlib.util.spec_from_file_location(
+        "merge_auto_tables", Path(__file__).parents[1] / "benchmarks" / "merge_auto_tables.py")
+    merging = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merging)
+    old = dict(table, points=[_point(T=100), dict(table["points"][0], kernel_ms=1.9)])
+    merged = merging.merge(table, old, [])
+    assert len(merged["points"]) == len(table["points"]) + 1  # the T=100 point stays
+    first = [p for p in merged["points"] if merging._key(p) == merging._key(old["points"][1])]
+    assert [p["kernel_ms"] for p in first] == [1.9]  # the larger ratio of the two
 
 
 def _evidence(passed=True, sanitizer_clean=True, dry_run=False):
