@@ -24,7 +24,8 @@ from fastrnn import auto
 CELLS = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn_tanh": ("RNN", "RNNCell")}
 # T=1 is a path of its own (auto.Table.nearest); 2, 5 and 16 for short sequences, whose fixed
 # cost per call decides (ratios at T=2 ran from 0.5 to 2.4 where T=100 won)
-GRID = {"T": (1, 2, 5, 16, 100), "B": (1, 16, 32, 64), "H": (64, 128, 256, 512)}
+# B=4 (small-batch decoding): halfway between 1 and 16 a call took the slower side of the tie
+GRID = {"T": (1, 2, 5, 16, 100), "B": (1, 4, 16, 32, 64), "H": (64, 128, 256, 512)}
 # long sequences at a few sizes (the whole grid at T=400 would take most of an hour): without
 # them a call past T=200 (REACH above T=100) went to torch.nn, 3.5 ms for GRU T=300 B=1 H=64
 # where the kernel takes ~0.5 ms
@@ -108,14 +109,16 @@ def points_to_measure(quick: bool):
                     yield "cell", cell, 1, B, H, mode
 
 
-def tune(device: str, repeat: int, quick: bool, progress=None, seq_lens=None) -> dict:
-    """Measure every point (or only the sequence points at the T in ``seq_lens``) and return
-    the table (a dict in ``fastrnn.auto``'s schema)."""
+def tune(device: str, repeat: int, quick: bool, progress=None, seq_lens=None,
+         batches=None) -> dict:
+    """Measure every point (or, given ``seq_lens`` or ``batches``, only the sequence points
+    at those T and B) and return the table (a dict in ``fastrnn.auto``'s schema)."""
     from fastrnn.benchmarking import machine_info
     kernel = kernel_for(device)
     points, checks = [], {}
     todo = [p for p in points_to_measure(quick)
-            if not seq_lens or (p[0] == "sequence" and p[2] in seq_lens)]
+            if not (seq_lens or batches) or (p[0] == "sequence" and p[2] in (seq_lens or (p[2],))
+                                             and p[3] in (batches or (p[3],)))]
     for index, (kind, cell, T, B, H, mode) in enumerate(todo):
         if progress:
             progress(index, len(todo), f"{kind} {cell} T={T} B={B} H={H} {mode}")
@@ -204,6 +207,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-len", type=int, action="append", default=None, metavar="T",
                         help="measure only the sequence points at this T (repeatable), e.g. to "
                              "add points to a table (benchmarks/merge_auto_tables.py)")
+    parser.add_argument("--batch", type=int, action="append", default=None, metavar="B",
+                        help="measure only the sequence points at this B (repeatable; with "
+                             "--seq-len: both)")
     parser.add_argument("--from-evidence", default=None, metavar="JSON",
                         help="make the table from a GPU visit's evidence file instead of measuring")
     parser.add_argument("--out", default=None, metavar="PATH",
@@ -217,7 +223,7 @@ def main(args) -> int:
         table = from_evidence(json.loads(Path(args.from_evidence).read_text()),
                               args.from_evidence)
     else:
-        table = tune(args.device, args.repeat, args.quick, _progress, args.seq_len)
+        table = tune(args.device, args.repeat, args.quick, _progress, args.seq_len, args.batch)
     print(format_table(table))
     if table["failed_checks"]:
         print(f"kernels that failed their float64 check here (never auto): {table['failed_checks']}")

@@ -279,6 +279,10 @@ def test_tune_can_measure_some_sequence_lengths_and_merge_them_in(monkeypatch):
     assert len(table["points"]) == len(measured) == 3 * len(tuning.MODES) * 8
     spec = importlib.util.spec_from_file_location(
         "merge_auto_tables", Path(__file__).parents[1] / "benchmarks" / "merge_auto_tables.py")
+    measured.clear()
+    tuning.tune("cpu", 1, False, batches=[4])
+    assert {(m[0], m[3]) for m in measured} == {("sequence", 4)}
+    assert {m[2] for m in measured} == set(tuning.GRID["T"])
     merging = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(merging)
     old = dict(table, points=[_point(T=100), dict(table["points"][0], kernel_ms=1.9)])
