@@ -45,7 +45,7 @@ def auto_table(request, tmp_path, monkeypatch):
         points = [dict(kind=kind, cell=cell, dtype="float32", mode=mode, T=T, B=B, H=H,
                        backend="numba", kernel_ms=1.0, native_ms=2.0)
                   for kind in ("sequence", "cell") for cell in ("lstm", "gru", "rnn_tanh")
-                  for mode in ("inference", "training") for T in (1, 64) for B in (1, 64)
+                  for mode in ("inference", "training") for T in (1, 8, 64) for B in (1, 64)
                   for H in (1, 64)]
         path = tmp_path / "table.json"
         path.write_text(json.dumps({"schema": auto.SCHEMA, "class": "test", "points": points}))
