@@ -6,8 +6,9 @@ A table (``fastrnn/tables/auto-<class>.json``, written by ``fastrnn tune``) hold
 machine class (``machine_class``: CPU ISA class and thread count, or CUDA architecture),
 measured points: cell, dtype, mode, T, B, H, the kernel's and native's median times. A call
 takes the measured point nearest to it (log scale in T, B and H, same cell, dtype, mode and
-kind, and for sequences T=1 only for T=1); the kernel runs only if that point's ratio is below ``WIN_RATIO`` and the call lies
-within ``REACH`` of the measured range in every dimension. No table for the class, no point of
+kind; for sequences, T=1 points for T=1 calls only); the kernel runs only if that point's
+ratio is below ``WIN_RATIO`` and the call lies within ``REACH`` of the measured range in every
+dimension. No table for the class, no point of
 the call's cell/dtype/mode, or too far from every point: native (so auto is never slower than
 torch.nn where nothing was measured). Lookups are cached per call kind: after the first call
 of a kind, the decision costs a dictionary lookup, and it never changes within a process.

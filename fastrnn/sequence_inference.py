@@ -175,18 +175,17 @@ def _folded_bias(cell: str, b_ih, b_hh):
     return bias, b_hh[2 * hidden:]
 
 
-def _cell_steps(code: int, split: bool, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse: bool, y,
+def _cell_steps(code: int, team: int, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse: bool, y,
                 h_n, c_n) -> None:
     """One layer-direction of a short call as one fused cell step per time step
-    (``cell_step.forward_steps``, or ``cell_split``'s where ``split`` and torch's team has two
-    threads): the weights read in place, nothing packed, the biases as the cells take them.
-    Measured against the time loop (AVX2 class, B=1, T=2-16): LSTM H=256 44 against 217 us at
-    T=2 and 225 against 372 at T=16; B=16 won at T=2 and lost from T=5 (see
-    ``product_routing.Bounds.cell_steps_upto``). Shapes as ``cell_step.forward_steps``;
-    absent biases are size-0 arrays."""
+    (``cell_step.forward_steps``, or ``cell_split``'s on ``team`` threads when it is not 0):
+    the weights read in place, nothing packed, the biases as the cells take them. Against the
+    time loop (benchmarks/cell_steps_bound.py, AVX2 class, 2-core Intel Xeon): LSTM B=1 H=256
+    65 against 289 us at T=2, 297 against 446 at T=16; in line, B=16 won at T=2 and lost from
+    T=4 (``product_routing.Bounds.cell_steps_upto``). Shapes as ``cell_step.forward_steps``;
+    absent biases None."""
     b_ih = _NO_BIAS[y.dtype.type] if b_ih is None else b_ih
     b_hh = _NO_BIAS[y.dtype.type] if b_hh is None else b_hh
-    team = _split_kernels().team() if split else 0
     if team:
         _split_kernels().forward_steps(code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y,
                                        h_n, c_n, team)
@@ -217,7 +216,8 @@ def run(module, input: Tensor, hx):
     if module.batch_first and batched:
         x = x.transpose(0, 1)
     seq_len, batch = x.shape[:2]
-    if steps is not None and all(steps) and _split_kernels().team() == 0:
+    team = _split_kernels().team() if steps is not None and any(steps) else 0
+    if steps is not None and all(steps) and team == 0:
         # planned split, but torch's team has one thread now: the in-line steps' bound holds
         steps = _steps_plan(module, seq_len, batch, input.element_size(), split=False)
     hidden = module.hidden_size
@@ -247,7 +247,7 @@ def run(module, input: Tensor, hx):
             w_ih, w_hh, b_ih, b_hh = groups[index]
             if steps is not None:
                 y = np.empty((seq_len, batch, hidden), dtype=np_dtype)
-                _cell_steps(spec.code, steps[layer], x_np, h0[index],
+                _cell_steps(spec.code, team if steps[layer] else 0, x_np, h0[index],
                             c0[index] if is_lstm else h0[index], w_ih, w_hh, b_ih, b_hh,
                             direction == 1, y, hn[index], cn[index] if is_lstm else hn[index])
                 outputs.append(y)

@@ -116,9 +116,10 @@ def tune(device: str, repeat: int, quick: bool, progress=None, seq_lens=None,
     from fastrnn.benchmarking import machine_info
     kernel = kernel_for(device)
     points, checks = [], {}
-    todo = [p for p in points_to_measure(quick)
-            if not (seq_lens or batches) or (p[0] == "sequence" and p[2] in (seq_lens or (p[2],))
-                                             and p[3] in (batches or (p[3],)))]
+    todo = list(points_to_measure(quick))
+    if seq_lens or batches:  # a partial tune: those sequence points only
+        todo = [p for p in todo if p[0] == "sequence" and (not seq_lens or p[2] in seq_lens)
+                and (not batches or p[3] in batches)]
     for index, (kind, cell, T, B, H, mode) in enumerate(todo):
         if progress:
             progress(index, len(todo), f"{kind} {cell} T={T} B={B} H={H} {mode}")

@@ -24,7 +24,7 @@ import torch
 from numba import carray, cfunc, njit, types
 
 from . import omp
-from .cell_step import LSTM, _gates, _pointer, _xwt
+from .cell_step import LSTM, _gates, _pointer, _xwt, step_order
 from .threads import cores
 from .unit_split import unit_range
 
@@ -117,8 +117,7 @@ def _launch_steps(job_fn, threads, code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reve
     c_spare = np.empty(c_n.shape, dtype=x.dtype)
     h, c = h0, c0
     for s in range(T):
-        t = T - 1 - s if reverse else s
-        c_next = c_n if s % 2 == (T - 1) % 2 else c_spare
+        t, c_next = step_order(s, T, reverse, c_n, c_spare)
         _launch(job_fn, threads, code, x[t].ctypes.data, h.ctypes.data, c.ctypes.data, w_ih,
                 w_hh, b_ih, b_hh, y[t], c_next)
         h, c = y[t], c_next

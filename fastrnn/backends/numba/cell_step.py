@@ -334,6 +334,13 @@ def forward_at(code, x_at, h_at, c_at, w_ih, w_hh, b_ih, b_hh, h_out, c_out):
     forward(code, x, h, c, w_ih, w_hh, b_ih, b_hh, h_out, c_out, np.empty((0, 0), dtype=w_ih.dtype))
 
 
+@njit(inline="always")
+def step_order(s, T, reverse, c_n, c_spare):
+    """(t, c') of the s-th of T steps: t from T-1 down when ``reverse``; c' alternates between
+    c_n and c_spare, never the buffer the step reads, so that the last step's lands in c_n."""
+    return (T - 1 - s if reverse else s), (c_n if s % 2 == (T - 1) % 2 else c_spare)
+
+
 @njit(cache=True, nogil=True, error_model="numpy", fastmath=_FLAGS)
 def forward_steps(code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, h_n, c_n):
     """A short no-graph sequence as one ``forward`` per step (``fastrnn.sequence_inference``:
@@ -343,11 +350,10 @@ def forward_steps(code, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse, y, h_n, c_n)
     LSTM, c_n (B, H). Rows contiguous, one float dtype."""
     T = x.shape[0]
     ws = np.empty((0, 0), dtype=x.dtype)
-    c_spare = np.empty(c_n.shape, dtype=x.dtype)  # c' of every other step: never c's buffer
+    c_spare = np.empty(c_n.shape, dtype=x.dtype)
     h, c = h0, c0
     for s in range(T):
-        t = T - 1 - s if reverse else s
-        c_next = c_n if s % 2 == (T - 1) % 2 else c_spare  # the last step's lands in c_n
+        t, c_next = step_order(s, T, reverse, c_n, c_spare)
         forward(code, x[t], h, c, w_ih, w_hh, b_ih, b_hh, y[t], c_next, ws)
         h, c = y[t], c_next
     h_n[:, :] = h
