@@ -38,7 +38,9 @@ def merge(new: dict, old: dict, fresh: list[tuple]) -> dict:
         points.append(p if o is None or _is_fresh(p, fresh) or _ratio(p) >= _ratio(o) else o)
     points += olds.values()  # measured by the old table only (a partial tune: --seq-len)
     source = dict(new["source"])
-    source["merged_with"] = old["source"]
+    # a merged new table keeps what it was merged with: its chain goes first, then old's
+    earlier = source.pop("merged_with", None)
+    source["merged_with"] = old["source"] if earlier is None else [earlier, old["source"]]
     source["merge"] = ("per point, the measurement with the larger kernel/native ratio (kernel "
                        "only where every box of the class saw it win), except the fresh kinds "
                        f"{['/'.join(map(str, f)) for f in fresh]} (kernel changed since: the "

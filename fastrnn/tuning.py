@@ -23,9 +23,10 @@ from fastrnn import auto
 
 CELLS = {"lstm": ("LSTM", "LSTMCell"), "gru": ("GRU", "GRUCell"), "rnn_tanh": ("RNN", "RNNCell")}
 # T=1 is a path of its own (auto.Table.nearest); 2, 5 and 16 for short sequences, whose fixed
-# cost per call decides (ratios at T=2 ran from 0.5 to 2.4 where T=100 won)
+# cost per call decides (ratios at T=2 ran from 0.5 to 2.4 where T=100 won); 8 because T=10
+# B=1 H=256 training fell between T=5 (torch.nn won) and T=16 (the kernel won) and lost 1.08
 # B=4 (small-batch decoding): halfway between 1 and 16 a call took the slower side of the tie
-GRID = {"T": (1, 2, 5, 16, 100), "B": (1, 4, 16, 32, 64), "H": (64, 128, 256, 512)}
+GRID = {"T": (1, 2, 5, 8, 16, 100), "B": (1, 4, 16, 32, 64), "H": (64, 128, 256, 512)}
 # long sequences at a few sizes (the whole grid at T=400 would take most of an hour): without
 # them a call past T=200 (REACH above T=100) went to torch.nn, 3.5 ms for GRU T=300 B=1 H=64
 # where the kernel takes ~0.5 ms

@@ -290,6 +290,9 @@ def test_tune_can_measure_some_sequence_lengths_and_merge_them_in(monkeypatch):
     assert len(merged["points"]) == len(table["points"]) + 1  # the T=100 point stays
     first = [p for p in merged["points"] if merging._key(p) == merging._key(old["points"][1])]
     assert [p["kernel_ms"] for p in first] == [1.9]  # the larger ratio of the two
+    # merged again, the table keeps both sources it came from
+    again = merging.merge(merged, dict(old, source={"command": "third"}), [])
+    assert again["source"]["merged_with"] == [old["source"], {"command": "third"}]
 
 
 def _evidence(passed=True, sanitizer_clean=True, dry_run=False):
