@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 
 from setuptools import setup
 
@@ -141,6 +142,61 @@ def decide_cuda_build(env: dict, torch_cuda_version: str | None, torch_found: bo
     return True, f"nvcc at {nvcc}, toolkit {cuda_home}, torch CUDA {torch_cuda_version}"
 
 
+def loaded_libstdcxx(maps: str = "/proc/self/maps") -> str | None:
+    """Path of the libstdc++ this process has mapped (torch's, once torch is imported), or None
+    (no such file to read, or no libstdc++ in it)."""
+    try:
+        with open(maps) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+        path = fields[5] if len(fields) == 6 else ""
+        if os.path.basename(path).startswith("libstdc++.so"):
+            return path
+    return None
+
+
+def compiler_shared_libstdcxx(cxx: str) -> str | None:
+    """The shared libstdc++ that ``cxx`` links by default, or None when it has none (it then
+    links libstdc++.a) or cannot be asked."""
+    try:
+        done = subprocess.run([cxx, "-print-file-name=libstdc++.so"], capture_output=True,
+                              text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    path = done.stdout.strip()
+    return path if done.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
+
+
+def cxx_runtime_link_args(compiler_runtime: str | None, loaded_runtime: str | None) -> list[str]:
+    """Extra link arguments that keep the extension on the C++ runtime torch already uses
+    (pure function, tested).
+
+    A toolchain without a shared libstdc++ links libstdc++.a into the extension: a second C++
+    runtime in the process, whose locale the process never initialised. Its first number put on
+    a std::ostream (record_path, and every TORCH_CHECK message through c10::str) then
+    segfaults: seen on the lent H200's image, whose compiler is /opt/gcc (2026-12-04,
+    benchmarks/results/gpu-visit-notes-2026-12-04.md). Naming the loaded libstdc++.so as a link
+    input makes the linker take the runtime from it; only symbols it lacks would still come
+    from the archive.
+
+    Args:
+        compiler_runtime: ``compiler_shared_libstdcxx(cxx)``.
+        loaded_runtime: ``loaded_libstdcxx()``, after ``import torch``.
+    """
+    if compiler_runtime is not None or loaded_runtime is None:
+        return []
+    return [loaded_runtime]
+
+
+def _cxx_compiler(env: dict) -> str:
+    """The C++ compiler setuptools links with: $CXX, else Python's configured one."""
+    configured = env.get("CXX") or sysconfig.get_config_var("CXX") or "c++"
+    return configured.split()[0]
+
+
 def _torch_facts(env: dict) -> tuple[bool, str | None, str | None, str | None]:
     """(torch importable, torch.version.cuda, nvcc path, toolkit root); torch imported lazily."""
     try:
@@ -191,6 +247,11 @@ def extension_setup_args(env: dict | None = None) -> dict:
     _use_cuda_home(cuda_home)
     from torch.utils.cpp_extension import CUDAExtension
 
+    cxx = _cxx_compiler(env)
+    link_args = cxx_runtime_link_args(compiler_shared_libstdcxx(cxx), loaded_libstdcxx())
+    if link_args:
+        print(f"fastrnn: {cxx} has no shared libstdc++: linking {link_args[0]}, the one torch "
+              "loaded, so that the extension shares torch's C++ runtime")
     # Relative paths: setuptools wants sources relative to the project root (pip's cwd).
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "*.cu")))
     ext = CUDAExtension(
@@ -198,6 +259,7 @@ def extension_setup_args(env: dict | None = None) -> dict:
         sources=sources,
         include_dirs=[os.path.join(HERE, "csrc")],
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+        extra_link_args=link_args,
     )
     return {"ext_modules": [ext], "cmdclass": {"build_ext": _build_ext_class()}}
 

@@ -97,6 +97,11 @@ def main(argv=None) -> int:
                                f"{record['seconds']} s\n")
                 full_log.write(log.read_text(errors="replace") if log.exists()
                                else (record["log"] + "\n"))
+            crashed = stages.crashed_in(doc["correctness"])
+            if crashed:  # later stages leave these out (gpu_visit.canary)
+                os.environ[stages.CRASHED_ENV] = ",".join(sorted(crashed))
+                print(f"   left out of later stages, they crashed the canary: "
+                      f"{', '.join(sorted(crashed))}", flush=True)
     problems = evidence.validate(doc)
     (out_dir / "gpu-results.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out_dir / "gpu-results.md").write_text(report.markdown(doc))

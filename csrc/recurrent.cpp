@@ -9,7 +9,7 @@
 
 #include <cstdlib>
 #include <mutex>
-#include <sstream>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -84,11 +84,14 @@ const char* path_name(Path p) {
 std::mutex g_path_mutex;
 std::string g_forward_path = "none", g_backward_path = "none";
 
+// Built with std::to_string, not a std::ostream: this runs on every call, and a stream is the
+// first thing to break when the extension was linked against a second C++ runtime (setup.py,
+// cxx_runtime_link_args).
 void record_path(bool backward, const LaunchInfo& info) {
-  std::ostringstream s;
-  s << path_name(info.path) << ", " << info.ctas << " CTAs, " << info.smem << " B shared";
+  std::string s = std::string(path_name(info.path)) + ", " + std::to_string(info.ctas) +
+                  " CTAs, " + std::to_string(info.smem) + " B shared";
   std::lock_guard<std::mutex> lock(g_path_mutex);
-  (backward ? g_backward_path : g_forward_path) = s.str();
+  (backward ? g_backward_path : g_forward_path) = std::move(s);
 }
 
 // `t` must be on `device` (xg's or grad_y's) with dtype `dtype` and shape `shape`.

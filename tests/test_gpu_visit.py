@@ -179,14 +179,14 @@ def test_dry_run_of_the_driver_writes_conforming_evidence(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_visit.py"),
                            "--dry-run", "--out", str(tmp_path), "--commit", "test",
-                           "--skip", "build,tests,modules,sanitizer"],
+                           "--skip", "build,canary,tests,modules,sanitizer"],
                           capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads((tmp_path / "gpu-results.json").read_text())
     assert evidence.validate(doc) == []
     assert doc["dry_run"] is True and doc["machine"]["commit"] == "test"
-    assert [s["name"] for s in doc["stages"]] == ["build", "tests", "modules", "sanitizer",
-                                                  "grid", "flashrnn"]
+    assert [s["name"] for s in doc["stages"]] == ["build", "canary", "tests", "modules",
+                                                  "sanitizer", "grid", "flashrnn"]
     grid = next(s for s in doc["stages"] if s["name"] == "grid")
     assert grid["status"] == "ok", grid["log"]
     triton_rows = [r for r in doc["results"] if r["backend"] == "triton"]
@@ -204,9 +204,11 @@ def test_checks_run_together_and_timed_stages_alone():
     from gpu_visit import plan
 
     names = [[s.name for s in g] for g in plan.groups(plan.stages(False, {}, set()))]
-    assert names == [["build"], ["tests", "modules", "sanitizer"], ["grid"], ["flashrnn"]]
+    assert names == [["build"], ["canary"], ["tests", "modules", "sanitizer"], ["grid"],
+                     ["flashrnn"]]
     budget = plan.GPU_BUDGETS
-    wall = budget["build"] + max(budget[n] for n in names[1]) + budget["grid"] + budget["flashrnn"]
+    wall = (budget["build"] + budget["canary"] + max(budget[n] for n in names[2])
+            + budget["grid"] + budget["flashrnn"])
     assert wall <= plan.GPU_TOTAL_S <= 480 - 5  # 8 minutes, the report written inside them
 
 
@@ -283,3 +285,25 @@ def test_verification_needs_passing_checks_a_grid_check_and_a_clean_sanitizer():
 
 def reasons_of(doc):
     return evidence.verification(doc)[("cuda", "lstm", "float32")]
+
+
+def test_canary_records_a_child_that_dies_and_the_backend_is_left_out(tmp_path, monkeypatch):
+    from gpu_visit import canary
+
+    records = str(tmp_path / "canary.jsonl")
+    dies = [sys.executable, "-c", "import os, signal; print('ok lstm', flush=True); "
+                                  "os.kill(os.getpid(), signal.SIGSEGV)"]
+    assert canary.survey("cuda", "cuda", records, argv=dies) is False
+    rows = evidence.read(records)["correctness"]
+    by_cell = {r["cell"]: r for r in rows}
+    assert set(by_cell) == set(evidence.CELLS)
+    assert by_cell["lstm"]["passed"] and not by_cell["gru"]["passed"]
+    assert "died by signal 11" in by_cell["gru"]["detail"]
+    assert stages.crashed_in(rows) == {"cuda"}
+    monkeypatch.setenv(stages.CRASHED_ENV, "cuda")
+    assert stages.crashed_backends() == {"cuda"}
+    lives = [sys.executable, "-c", "print('\\n'.join('ok ' + c for c in %r))"
+             % (evidence.CELLS,)]
+    records2 = str(tmp_path / "canary2.jsonl")
+    assert canary.survey("cuda", "cuda", records2, argv=lives) is True
+    assert stages.crashed_in(evidence.read(records2)["correctness"]) == set()

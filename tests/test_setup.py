@@ -134,3 +134,30 @@ def test_the_real_nvcc_reports_a_toolkit_with_headers(setup):
     assert root is not None, setup.nvcc_verbose_output(shutil.which("nvcc"))
     assert (Path(root) / "include" / "cuda_runtime.h").is_file()
     assert (Path(root) / "bin" / "nvcc").is_file()  # what torch's build will run
+
+
+def test_links_the_loaded_cxx_runtime_only_when_the_compiler_has_no_shared_one(setup):
+    # A compiler with its own libstdc++.so links it as usual: nothing is added.
+    assert setup.cxx_runtime_link_args("/usr/lib/gcc/libstdc++.so", "/lib/libstdc++.so.6") == []
+    # One without (it would link libstdc++.a, a second runtime): the loaded one is named.
+    assert setup.cxx_runtime_link_args(None, "/lib/libstdc++.so.6") == ["/lib/libstdc++.so.6"]
+    assert setup.cxx_runtime_link_args(None, None) == []
+
+
+def test_reads_the_mapped_libstdcxx_from_the_maps_file(setup, tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text(
+        "7f00-7f10 r-xp 00000000 08:01 123 /usr/lib/libc.so.6\n"
+        "7f20-7f30 rw-p 00000000 00:00 0\n"
+        "7f40-7f50 r-xp 00000000 08:01 456 /opt/lib dir/libstdc++.so.6.0.33\n")
+    assert setup.loaded_libstdcxx(str(maps)) == "/opt/lib dir/libstdc++.so.6.0.33"
+    maps.write_text("7f00-7f10 r-xp 00000000 08:01 123 /usr/lib/libc.so.6\n")
+    assert setup.loaded_libstdcxx(str(maps)) is None
+    assert setup.loaded_libstdcxx(str(tmp_path / "absent")) is None
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no g++ here")
+def test_asks_the_compiler_for_its_shared_libstdcxx(setup):
+    found = setup.compiler_shared_libstdcxx("g++")
+    assert found is None or (os.path.isabs(found) and os.path.exists(found))
+    assert setup.compiler_shared_libstdcxx("/no/such/compiler") is None

@@ -24,6 +24,22 @@ def importable() -> tuple[bool, str]:
     return done.returncode == 0, done.stderr.strip()[-800:]
 
 
+def linkage() -> str:
+    """How the built extension links the C++ runtime: its NEEDED entries, and how many
+    std::locale symbols it defines itself (non-zero: a static libstdc++ inside, see setup.py's
+    cxx_runtime_link_args). Empty without readelf/nm or a built library."""
+    built = sorted((evidence.ROOT / "fastrnn").glob("_C*.so"))
+    if not built or shutil.which("readelf") is None or shutil.which("nm") is None:
+        return ""
+    needed = subprocess.run(["readelf", "-d", str(built[0])], capture_output=True, text=True)
+    names = [line.split("[")[-1].rstrip("]") for line in needed.stdout.splitlines()
+             if "(NEEDED)" in line]
+    defined = subprocess.run(["nm", "-D", "--defined-only", str(built[0])], capture_output=True,
+                             text=True)
+    own_locale = sum("_ZNSt6locale" in line for line in defined.stdout.splitlines())
+    return f"{built[0].name}: NEEDED {', '.join(names)}; std::locale symbols defined: {own_locale}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="the compile check only")
@@ -35,7 +51,7 @@ def main(argv=None) -> int:
         return subprocess.run(["bash", ".ci/compile_cuda.sh"], cwd=evidence.ROOT).returncode
     ok, error = importable()
     if ok:
-        print("fastrnn._C imports: already built")
+        print(f"fastrnn._C imports: already built. {linkage()}")
         return 0
     print(f"fastrnn._C does not import ({error.splitlines()[-1] if error else 'no error text'}):"
           " building", flush=True)
@@ -47,7 +63,8 @@ def main(argv=None) -> int:
         print(f"pip exited with status {code}")
         return 1
     ok, error = importable()
-    print("fastrnn._C imports" if ok else f"built, but fastrnn._C still does not import:\n{error}")
+    print(f"fastrnn._C imports. {linkage()}" if ok else
+          f"built, but fastrnn._C still does not import:\n{error}")
     return 0 if ok else 1
 
 

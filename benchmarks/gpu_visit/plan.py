@@ -1,10 +1,11 @@
 """Which stages a visit runs, in order, with their commands and default time budgets.
 
-GPU visit: build; then tests, modules and sanitizer at the same time (they time nothing, and
-their cost is mostly Triton's and the sanitizer's host-side compiling, which the 16 cores
-share); then the grid alone; FlashRNN last (it JIT-compiles its kernels per shape, so it gets
-what is left). The wall budgets, build + the longest check + grid + flashrnn, sum to the
-visit's total (480 s, the 8 minutes a visit may take, less ~10 s for the report). A dry run
+GPU visit: build; the canary (does the compiled backend survive a tiny call? one that crashed
+is left out of every later stage); then tests, modules and sanitizer at the same time (they
+time nothing, and their cost is mostly Triton's and the sanitizer's host-side compiling, which
+the 16 cores share); then the grid alone; FlashRNN last (it JIT-compiles its kernels per shape,
+so it gets what is left). The wall budgets, build + canary + the longest check + grid +
+flashrnn, sum to the visit's total (480 s, the 8 minutes a visit may take, less ~10 s for the report). A dry run
 runs the same stages on the CPU: Triton under its interpreter, tiny shapes, the build as the
 compile check.
 """
@@ -17,11 +18,12 @@ import sys
 from gpu_visit import evidence
 from gpu_visit.stages import Stage
 
-ORDER = ("build", "tests", "modules", "sanitizer", "grid", "flashrnn")
-GPU_BUDGETS = {"build": 130, "tests": 140, "modules": 100, "sanitizer": 140, "grid": 150,
-               "flashrnn": 50}
-DRY_BUDGETS = {"build": 150, "tests": 120, "modules": 120, "sanitizer": 120, "grid": 120,
-               "flashrnn": 60}
+ORDER = ("build", "canary", "tests", "modules", "sanitizer", "grid", "flashrnn")
+# The first visit's build took 49 s (16 cores, 2026-12-04).
+GPU_BUDGETS = {"build": 100, "canary": 30, "tests": 140, "modules": 100, "sanitizer": 140,
+               "grid": 150, "flashrnn": 50}
+DRY_BUDGETS = {"build": 150, "canary": 30, "tests": 120, "modules": 120, "sanitizer": 120,
+               "grid": 120, "flashrnn": 60}
 GPU_TOTAL_S, DRY_TOTAL_S = 470, 420
 TEST_FILES = ["tests/test_gradcheck.py", "tests/test_backend_cuda.py",
               "tests/test_backend_triton.py"]
@@ -55,6 +57,7 @@ def stages(dry_run: bool, budgets: dict[str, float], skip: set[str]) -> list[Sta
                          "(see benchmarks/providers.py)")
     plan = [
         Stage("build", _python("gpu_visit.build", *dry), budget["build"], dict(env)),
+        Stage("canary", _python("gpu_visit.canary", *dry), budget["canary"], dict(env)),
         Stage("tests", pytest_argv, budget["tests"],
               {**env, "GPU_VISIT_SELECT": "dry" if dry_run else "gpu"}, group="checks"),
         Stage("modules", _python("gpu_visit.modules_check", *dry), budget["modules"], dict(env),

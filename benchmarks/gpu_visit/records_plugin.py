@@ -111,9 +111,12 @@ class Recorder:
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config, items):
         keep, drop = [], []
+        crashed = stages.crashed_backends()  # their canary records already say why
         for item in items:
             name = getattr(item, "originalname", None) or item.name.split("[")[0]
-            if selected(item.path.name, name, _params(item), self.mode):
+            params = _params(item)
+            if selected(item.path.name, name, params, self.mode) and \
+                    describe(item.path.name, name, params)[0] not in crashed:
                 keep.append(item)
                 self.items[item.nodeid] = item
             else:

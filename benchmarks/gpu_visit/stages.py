@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gpu_visit import evidence
 
+CRASHED_ENV = "GPU_VISIT_CRASHED"  # backends the canary stage saw kill their process
 EXIT_BUDGET = 3  # a worker stopped itself at GPU_VISIT_DEADLINE
 EXIT_SKIPPED = 4  # the stage does not apply here (no GPU, no tool); its log says why
 SOFT_MARGIN_S = 10.0  # how long before the kill the worker is asked to stop
@@ -39,6 +40,17 @@ def time_left() -> float:
     """Seconds until this worker's soft deadline (inf when run by hand, outside a visit)."""
     deadline = os.environ.get("GPU_VISIT_DEADLINE")
     return float("inf") if deadline is None else float(deadline) - time.time()
+
+
+def crashed_backends() -> set[str]:
+    """The backends that later stages must leave out (gpu_visit.canary): comma-separated in
+    ``GPU_VISIT_CRASHED``, which the driver sets once the canary stage has run."""
+    return {name for name in os.environ.get(CRASHED_ENV, "").split(",") if name}
+
+
+def crashed_in(correctness: list[dict]) -> set[str]:
+    """The backends with a failed canary record among ``correctness``."""
+    return {r["backend"] for r in correctness if r["check"] == "canary" and not r["passed"]}
 
 
 def records_path() -> str:
