@@ -175,12 +175,12 @@ def cxx_runtime_link_args(compiler_runtime: str | None, loaded_runtime: str | No
     (pure function, tested).
 
     A toolchain without a shared libstdc++ links libstdc++.a into the extension: a second C++
-    runtime in the process, whose locale the process never initialised. Its first number put on
-    a std::ostream (record_path, and every TORCH_CHECK message through c10::str) then
-    segfaults: seen on the lent H200's image, whose compiler is /opt/gcc (2026-12-04,
-    benchmarks/results/gpu-visit-notes-2026-12-04.md). Naming the loaded libstdc++.so as a link
-    input makes the linker take the runtime from it; only symbols it lacks would still come
-    from the archive.
+    runtime in the process, whose stream and locale state the process never initialised. That
+    was the suspect when the extension's first std::ostream number (record_path) segfaulted on
+    the lent H200's image, whose compiler is /opt/gcc (2026-12-04; whether this argument or
+    record_path's rewrite ended it is not established: benchmarks/results/
+    gpu-visit-notes-2026-12-04.md). Naming the loaded libstdc++.so as a link input makes the
+    linker take the runtime from it; only symbols it lacks would still come from the archive.
 
     Args:
         compiler_runtime: ``compiler_shared_libstdcxx(cxx)``.

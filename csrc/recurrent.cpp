@@ -84,8 +84,8 @@ const char* path_name(Path p) {
 std::mutex g_path_mutex;
 std::string g_forward_path = "none", g_backward_path = "none";
 
-// Built with std::to_string, not a std::ostream: this runs on every call, and a stream is the
-// first thing to break when the extension was linked against a second C++ runtime (setup.py,
+// Built with std::to_string, not a std::ostream: this runs on every call, and the stream
+// version segfaulted here on the first GPU visit (2026-12-04; see setup.py,
 // cxx_runtime_link_args).
 void record_path(bool backward, const LaunchInfo& info) {
   std::string s = std::string(path_name(info.path)) + ", " + std::to_string(info.ctas) +

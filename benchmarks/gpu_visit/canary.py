@@ -1,8 +1,8 @@
 """Stage worker: does the compiled CUDA backend survive one tiny call, in a child process?
 
 ``python -m gpu_visit.canary [--dry-run]``. Compiled host code can kill the process it runs
-in: on the first visit (2026-12-04) the extension segfaulted on its first call (a second C++
-runtime linked in, see setup.py's ``cxx_runtime_link_args``), and took every later stage down
+in: on the first visit (2026-12-04) the extension segfaulted on its first call (in a
+std::ostream, see setup.py's ``cxx_runtime_link_args``), and took every later stage down
 with it, the Triton tests and timings included. So before those stages, each backend listed in
 ``BACKENDS`` runs one tiny forward + backward per cell in a child; a child that dies or exits
 non-zero marks the backend crashed: one failed correctness record per cell not finished (check
@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 from gpu_visit import evidence, stages
+from gpu_visit.sanitizer import KINDS
 
 BACKENDS = ("cuda",)
 CHILD_TIMEOUT_S = 25.0
@@ -29,8 +30,7 @@ def child(backend: str, device: str) -> None:
     import fastrnn
 
     for cell in evidence.CELLS:
-        kind, kwargs = {"rnn_tanh": ("RNN", {}), "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
-                        "lstm": ("LSTM", {}), "gru": ("GRU", {})}[cell]
+        kind, kwargs = KINDS[cell]
         print(f"start {cell}", flush=True)
         module = getattr(fastrnn, kind)(3, 5, backend=backend, **kwargs).to(device)
         x = torch.randn(4, 2, 3, device=device, requires_grad=True)

@@ -5,9 +5,9 @@ is left out of every later stage); then tests, modules and sanitizer at the same
 time nothing, and their cost is mostly Triton's and the sanitizer's host-side compiling, which
 the 16 cores share); then the grid alone; FlashRNN last (it JIT-compiles its kernels per shape,
 so it gets what is left). The wall budgets, build + canary + the longest check + grid +
-flashrnn, sum to the visit's total (480 s, the 8 minutes a visit may take, less ~10 s for the report). A dry run
-runs the same stages on the CPU: Triton under its interpreter, tiny shapes, the build as the
-compile check.
+flashrnn, sum to the visit's total (480 s, the 8 minutes a visit may take, less ~10 s for the
+report). A dry run runs the same stages on the CPU: Triton under its interpreter, tiny shapes,
+the build as the compile check.
 """
 from __future__ import annotations
 
